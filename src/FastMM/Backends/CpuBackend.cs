@@ -1,0 +1,228 @@
+using System.Buffers;
+using System.Numerics.Tensors;
+using FastMM.Cpu;
+
+namespace FastMM.Backends;
+
+/// <summary>The reference backend: F32 compute on the CPU with SIMD kernels, multi-threaded via <see cref="CpuParallel"/>.</summary>
+public sealed class CpuBackend : IBackend
+{
+    public string Name => "cpu";
+
+    private sealed class CpuLinear : LinearWeight
+    {
+        public readonly PackedWeight Packed;
+        public readonly float[] Bias;
+        public CpuLinear(PackedWeight packed, float[] bias) { Packed = packed; Bias = bias; OutFeatures = packed.N; InFeatures = packed.K; }
+        public override void Dispose() { }
+    }
+
+    private static float[] Rent(long n) => ArrayPool<float>.Shared.Rent(checked((int)Math.Max(n, 1)));
+
+    /// <summary>The elements of a CPU tensor.</summary>
+    public static Span<float> Data(Tensor t)
+    {
+        if (t.Storage is not float[] a) throw new InvalidOperationException($"{t} is not a live CPU tensor");
+        return a.AsSpan(0, (int)t.Length);
+    }
+
+    private Tensor New(params int[] shape) => new(this, shape, DType.F32, Rent(Tensor.Product(shape)));
+
+    private void Check(Tensor t)
+    {
+        if (!ReferenceEquals(t.Backend, this)) throw new ArgumentException($"{t} belongs to another backend");
+    }
+
+    public Tensor Zeros(params int[] shape) { var t = New(shape); Data(t).Clear(); return t; }
+
+    public Tensor FromHost(ReadOnlySpan<float> data, params int[] shape)
+    {
+        if (data.Length != Tensor.Product(shape)) throw new ArgumentException($"{data.Length} values do not fill shape [{string.Join(",", shape)}]");
+        var t = New(shape); data.CopyTo(Data(t)); return t;
+    }
+
+    public void ToHost(Tensor t, Span<float> dst) { Check(t); Data(t).CopyTo(dst); }
+
+    public Tensor Weight(in TensorData w) { var t = New(w.Shape); w.ToFloat(Data(t)); return t; }
+
+    public LinearWeight Linear(in TensorData weight, in TensorData? bias)
+    {
+        if (weight.Shape.Length != 2) throw new FastMMException($"tensor '{weight.Name}': a Linear weight must be 2-D, got {weight.ShapeString}");
+        int n = weight.Shape[0], k = weight.Shape[1];
+        float[] b = [];
+        if (bias is TensorData bd)
+        {
+            if (bd.Shape.Length != 1 || bd.Shape[0] != n) throw new FastMMException($"tensor '{bd.Name}': bias shape {bd.ShapeString} does not match weight {weight.ShapeString}");
+            b = bd.ToFloatArray();
+        }
+        return new CpuLinear(PackedWeight.Pack(weight.ToFloatArray(), n, k), b);
+    }
+
+    public LinearWeight Linear(ReadOnlySpan<float> weight, int outFeatures, int inFeatures, ReadOnlySpan<float> bias)
+        => new CpuLinear(PackedWeight.Pack(weight, outFeatures, inFeatures), bias.ToArray());
+
+    public void Release(Tensor t)
+    {
+        if (t.Storage is float[] a) ArrayPool<float>.Shared.Return(a);
+    }
+
+    public Tensor Linear(Tensor x, LinearWeight w, Activation act = Activation.None)
+    {
+        Check(x);
+        var lw = (CpuLinear)w;
+        int k = x.Dim(-1);
+        if (k != lw.InFeatures) throw new ArgumentException($"Linear: input has {k} features, weight expects {lw.InFeatures}");
+        int m = (int)(x.Length / k);
+        var shape = (int[])x.Shape.Clone();
+        shape[^1] = lw.OutFeatures;
+        var y = New(shape);
+        Gemm.Linear(Data(x), m, lw.Packed, lw.Bias, Data(y));
+        if (act != Activation.None) MathKernels.Activate(Data(y), act);
+        return y;
+    }
+
+    public Tensor MatMulTransposed(Tensor a, Tensor b)
+    {
+        Check(a); Check(b);
+        int m = a.Dim(0), k = a.Dim(1), n = b.Dim(0);
+        if (b.Dim(1) != k) throw new ArgumentException($"MatMulTransposed: inner dims {k} and {b.Dim(1)} differ");
+        var c = New(m, n);
+        Gemm.MatMulTransposed(Data(a), m, Data(b), n, k, Data(c));
+        return c;
+    }
+
+    public Tensor LayerNorm(Tensor x, Tensor gamma, Tensor beta, float eps)
+    {
+        Check(x);
+        var y = New((int[])x.Shape.Clone());
+        int d = x.Dim(-1);
+        var xs = x; var ys = y;
+        int rows = (int)(x.Length / d);
+        float[] g = (float[])gamma.Storage!, bt = (float[])beta.Storage!;
+        float[] xa = (float[])xs.Storage!, ya = (float[])ys.Storage!;
+        CpuParallel.For(rows, r => MathKernels.LayerNorm(xa.AsSpan(r * d, d), ya.AsSpan(r * d, d), d, g.AsSpan(0, d), bt.AsSpan(0, d), eps));
+        return y;
+    }
+
+    public void ActivationInPlace(Tensor x, Activation act) { Check(x); MathKernels.Activate(Data(x), act); }
+
+    public void AddInPlace(Tensor x, Tensor y)
+    {
+        Check(x); Check(y);
+        var xd = Data(x); var yd = Data(y);
+        if (xd.Length % yd.Length != 0) throw new ArgumentException($"AddInPlace: {y} does not broadcast over {x}");
+        for (int off = 0; off < xd.Length; off += yd.Length)
+            TensorPrimitives.Add(xd.Slice(off, yd.Length), yd, xd.Slice(off, yd.Length));
+    }
+
+    public void ScaleInPlace(Tensor x, float scale, float bias = 0f)
+    {
+        var d = Data(x);
+        TensorPrimitives.Multiply(d, scale, d);
+        if (bias != 0f) TensorPrimitives.Add(d, bias, d);
+    }
+
+    public void L2NormalizeInPlace(Tensor x)
+    {
+        var d = Data(x); int n = x.Dim(-1);
+        for (int off = 0; off < d.Length; off += n)
+        {
+            var r = d.Slice(off, n);
+            float norm = TensorPrimitives.Norm(r);
+            TensorPrimitives.Divide(r, norm, r);
+        }
+    }
+
+    public Tensor Attention(Tensor q, Tensor k, Tensor v, int heads, float scale, bool causal, Tensor? keyMask)
+    {
+        Check(q); Check(k); Check(v);
+        int b = q.Dim(0), tq = q.Dim(1), hd = q.Dim(2), tk = k.Dim(1);
+        if (hd % heads != 0) throw new ArgumentException($"Attention: width {hd} is not divisible by {heads} heads");
+        if (k.Dim(0) != b || v.Dim(0) != b || k.Dim(2) != hd || v.Dim(2) != hd || v.Dim(1) != tk)
+            throw new ArgumentException($"Attention: q {q}, k {k}, v {v} do not agree");
+        if (keyMask is not null && (keyMask.Length != (long)b * tk)) throw new ArgumentException($"Attention: key mask {keyMask} is not [{b}, {tk}]");
+        var o = New(b, tq, hd);
+        AttentionKernel.Run(Data(q), Data(k), Data(v), Data(o), b, tq, tk, heads, hd / heads, scale, causal,
+            keyMask is null ? ReadOnlySpan<float>.Empty : Data(keyMask));
+        return o;
+    }
+
+    public Tensor PatchEmbed(Tensor pixels, Tensor weight, Tensor? bias, int patch)
+    {
+        Check(pixels); Check(weight);
+        int b = pixels.Dim(0), c = pixels.Dim(1), h = pixels.Dim(2), w = pixels.Dim(3), d = weight.Dim(0);
+        if (weight.Rank != 4 || weight.Dim(1) != c || weight.Dim(2) != patch || weight.Dim(3) != patch)
+            throw new ArgumentException($"PatchEmbed: weight {weight} does not match {c} channels and patch {patch}");
+        int gh = h / patch, gw = w / patch, np = gh * gw, kk = c * patch * patch;
+        // im2col: each patch flattened in (c, py, px) order to match the conv weight's [D, C, P, P] layout.
+        var cols = New(b, np, kk);
+        float[] src = (float[])pixels.Storage!, dst = (float[])cols.Storage!;
+        CpuParallel.For(b * np, row =>
+        {
+            int bi = row / np, p = row % np, py = p / gw, px = p % gw;
+            int o = row * kk;
+            for (int ci = 0; ci < c; ci++)
+                for (int y = 0; y < patch; y++)
+                {
+                    int s = ((bi * c + ci) * h + py * patch + y) * w + px * patch;
+                    Array.Copy(src, s, dst, o, patch);
+                    o += patch;
+                }
+        });
+        using var lw = Linear(Data(weight), d, kk, bias is null ? ReadOnlySpan<float>.Empty : Data(bias));
+        using (cols) return Linear(cols, lw);
+    }
+
+    public Tensor Embedding(Tensor table, ReadOnlySpan<int> ids)
+    {
+        Check(table);
+        int vocab = table.Dim(0), d = table.Dim(1);
+        var y = New(ids.Length, d);
+        var td = Data(table); var yd = Data(y);
+        for (int i = 0; i < ids.Length; i++)
+        {
+            int id = ids[i];
+            if ((uint)id >= (uint)vocab) { y.Dispose(); throw new FastMMException($"input_ids: token id {id} at position {i} is outside the vocabulary [0, {vocab})"); }
+            td.Slice(id * d, d).CopyTo(yd.Slice(i * d, d));
+        }
+        return y;
+    }
+
+    public Tensor PrependRow(Tensor x, Tensor row)
+    {
+        int b = x.Dim(0), t = x.Dim(1), d = x.Dim(2);
+        var y = New(b, t + 1, d);
+        var xd = Data(x); var yd = Data(y); var rd = Data(row);
+        for (int i = 0; i < b; i++)
+        {
+            rd.CopyTo(yd.Slice(i * (t + 1) * d, d));
+            xd.Slice(i * t * d, t * d).CopyTo(yd.Slice((i * (t + 1) + 1) * d, t * d));
+        }
+        return y;
+    }
+
+    public Tensor SelectRows(Tensor x, ReadOnlySpan<int> positions)
+    {
+        int b = x.Dim(0), t = x.Dim(1), d = x.Dim(2);
+        if (positions.Length != b) throw new ArgumentException("SelectRows: one position per batch row");
+        var y = New(b, d);
+        var xd = Data(x); var yd = Data(y);
+        for (int i = 0; i < b; i++)
+        {
+            if ((uint)positions[i] >= (uint)t) throw new ArgumentOutOfRangeException(nameof(positions));
+            xd.Slice((i * t + positions[i]) * d, d).CopyTo(yd.Slice(i * d, d));
+        }
+        return y;
+    }
+
+    public Tensor Repeat(Tensor row, int batch)
+    {
+        int d = (int)row.Length;
+        var y = New(batch, 1, d);
+        var rd = Data(row); var yd = Data(y);
+        for (int i = 0; i < batch; i++) rd.CopyTo(yd.Slice(i * d, d));
+        return y;
+    }
+
+    public void Dispose() { }
+}

@@ -1,0 +1,93 @@
+namespace FastMM;
+
+public enum Activation
+{
+    None,
+    /// <summary>Exact erf GELU (HF "gelu").</summary>
+    Gelu,
+    /// <summary>tanh-approximated GELU (HF "gelu_pytorch_tanh", "gelu_new").</summary>
+    GeluTanh,
+    /// <summary>x * sigmoid(1.702 x) (HF "quick_gelu", OpenAI CLIP).</summary>
+    QuickGelu,
+    Silu,
+    Relu,
+}
+
+public static class ActivationNames
+{
+    /// <summary>Maps an HF config <c>hidden_act</c> string to an activation, or fails naming the field.</summary>
+    public static Activation Parse(string hfName, string field = "hidden_act") => hfName switch
+    {
+        "gelu" => Activation.Gelu,
+        "gelu_pytorch_tanh" or "gelu_new" or "gelu_fast" => Activation.GeluTanh,
+        "quick_gelu" => Activation.QuickGelu,
+        "silu" or "swish" => Activation.Silu,
+        "relu" => Activation.Relu,
+        _ => throw new FastMMException($"{field}: unsupported activation '{hfName}' (supported: gelu, gelu_pytorch_tanh, gelu_new, quick_gelu, silu, relu)"),
+    };
+}
+
+/// <summary>
+/// The op set every model family is written against. The CPU backend is the reference implementation;
+/// GPU backends (kernels/ for CUDA, ILGPU) implement the same ops and are held to it by one conformance suite.
+/// Tensors are F32, row-major, contiguous. Ops return new tensors owned by the caller (dispose them) unless named *InPlace.
+/// </summary>
+public interface IBackend : IDisposable
+{
+    string Name { get; }
+
+    // ---- memory ----
+    Tensor Zeros(params int[] shape);
+    Tensor FromHost(ReadOnlySpan<float> data, params int[] shape);
+    void ToHost(Tensor t, Span<float> dst);
+    /// <summary>Uploads a stored weight (F32/F16/BF16) as an F32 tensor.</summary>
+    Tensor Weight(in TensorData w);
+    /// <summary>Prepares an HF Linear weight [out, in] (and optional bias [out]) in the backend's fastest layout.</summary>
+    LinearWeight Linear(in TensorData weight, in TensorData? bias);
+    LinearWeight Linear(ReadOnlySpan<float> weight, int outFeatures, int inFeatures, ReadOnlySpan<float> bias);
+    /// <summary>Returns a tensor's storage to the backend; called by <see cref="Tensor.Dispose"/>.</summary>
+    void Release(Tensor t);
+
+    // ---- ops ----
+    /// <summary>y[..., N] = x[..., K] · Wᵀ + b, then the activation.</summary>
+    Tensor Linear(Tensor x, LinearWeight w, Activation act = Activation.None);
+    /// <summary>C[M, N] = A[M, K] · B[N, K]ᵀ for two activations (no prepared layout).</summary>
+    Tensor MatMulTransposed(Tensor a, Tensor b);
+    Tensor LayerNorm(Tensor x, Tensor gamma, Tensor beta, float eps);
+    void ActivationInPlace(Tensor x, Activation act);
+    /// <summary>x += y, where y's shape equals x's trailing dims (broadcast over leading dims).</summary>
+    void AddInPlace(Tensor x, Tensor y);
+    /// <summary>x = x * scale + bias, elementwise.</summary>
+    void ScaleInPlace(Tensor x, float scale, float bias = 0f);
+    /// <summary>Each row of the last dim divided by its L2 norm.</summary>
+    void L2NormalizeInPlace(Tensor x);
+
+    /// <summary>
+    /// Fused multi-head attention. q [B, Tq, H·D], k and v [B, Tk, H·D] → [B, Tq, H·D].
+    /// keyMask [B, Tk] (1 = attend, 0 = padding) may be null; causal masks key j &gt; query i.
+    /// </summary>
+    Tensor Attention(Tensor q, Tensor k, Tensor v, int heads, float scale, bool causal, Tensor? keyMask);
+
+    /// <summary>
+    /// Patch-embedding convolution (kernel = stride = patch, no padding):
+    /// pixels [B, C, H, W], weight [D, C, P, P], bias [D] or null → [B, (H/P)·(W/P), D] (patches row-major).
+    /// </summary>
+    Tensor PatchEmbed(Tensor pixels, Tensor weight, Tensor? bias, int patch);
+
+    /// <summary>Rows of table [V, D] gathered by ids → [ids.Length, D]. An id outside [0, V) is an error naming it.</summary>
+    Tensor Embedding(Tensor table, ReadOnlySpan<int> ids);
+    /// <summary>x [B, T, D] with row [D] put in front of each sequence → [B, T+1, D].</summary>
+    Tensor PrependRow(Tensor x, Tensor row);
+    /// <summary>x [B, T, D] → [B, D] taking position positions[b] of sequence b.</summary>
+    Tensor SelectRows(Tensor x, ReadOnlySpan<int> positions);
+    /// <summary>row [D] repeated → [B, 1, D] (e.g. an attention-pooling probe).</summary>
+    Tensor Repeat(Tensor row, int batch);
+}
+
+/// <summary>An HF Linear weight prepared by a backend; owns its memory.</summary>
+public abstract class LinearWeight : IDisposable
+{
+    public int OutFeatures { get; protected init; }
+    public int InFeatures { get; protected init; }
+    public abstract void Dispose();
+}
