@@ -15,9 +15,13 @@ public readonly unsafe struct TensorData
     public int[] Shape { get; }
     public long ByteLength { get; }
 
-    public TensorData(string name, DType dtype, int[] shape, byte* ptr, long byteLength)
+    /// <summary>The file's own name for the dtype (e.g. "U8" when <see cref="DType"/> is Unsupported).</summary>
+    public string StoredTypeName { get; }
+
+    public TensorData(string name, DType dtype, int[] shape, byte* ptr, long byteLength, string? storedTypeName = null)
     {
         Name = name; DType = dtype; Shape = shape; _ptr = ptr; ByteLength = byteLength;
+        StoredTypeName = storedTypeName ?? dtype.ToString();
     }
 
     public long ElementCount => Tensor.Product(Shape);
@@ -45,7 +49,7 @@ public readonly unsafe struct TensorData
                     break;
                 }
             default:
-                throw new FastMMException($"tensor '{Name}': dtype {DType} cannot be used as floating-point weights");
+                throw new FastMMException($"tensor '{Name}': dtype {StoredTypeName} cannot be used as floating-point weights (F32, F16, BF16 are supported)");
         }
     }
 

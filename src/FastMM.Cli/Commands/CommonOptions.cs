@@ -1,0 +1,57 @@
+using System.CommandLine;
+using FastMM.Backends;
+using FastMM.Cpu;
+
+namespace FastMM.Cli.Commands;
+
+/// <summary>Options every command shares, and the plumbing around them (backend, threads, error reporting).</summary>
+internal static class CommonOptions
+{
+    public static readonly Option<string> Backend = new("--backend")
+    {
+        Description = "compute backend: cpu, cuda or ilgpu (an unavailable backend is an error, never a fallback)",
+        DefaultValueFactory = _ => "cpu",
+        Recursive = true,
+    };
+
+    public static readonly Option<int> Threads = new("--threads")
+    {
+        Description = "CPU threads (default: all cores)",
+        DefaultValueFactory = _ => Environment.ProcessorCount,
+        Recursive = true,
+    };
+
+    public static Option<string> Model(bool required = true) => new("--model", "-m")
+    {
+        Description = "Hugging Face model folder (config.json, *.safetensors, tokenizer.json, preprocessor_config.json)",
+        Required = required,
+    };
+
+    /// <summary>Applies --threads and creates the --backend, failing loudly when it is unavailable.</summary>
+    public static IBackend CreateBackend(ParseResult p)
+    {
+        int threads = p.GetValue(Threads);
+        if (threads < 1) throw new FastMMException($"--threads must be at least 1, got {threads}");
+        CpuParallel.Threads = threads;
+        return BackendRegistry.Create(p.GetValue(Backend)!);
+    }
+
+    /// <summary>Wraps a command body: FastMM errors become one "error: …" line and exit code 1.</summary>
+    public static void SetHandler(this Command c, TextWriter stderr, Func<ParseResult, int> body)
+    {
+        c.SetAction(p =>
+        {
+            try { return body(p); }
+            catch (FastMMException e)
+            {
+                stderr.WriteLine($"error: {e.Message}");
+                return 1;
+            }
+            catch (OperationCanceledException)
+            {
+                stderr.WriteLine("cancelled");
+                return 130;
+            }
+        });
+    }
+}

@@ -1,0 +1,49 @@
+using System.CommandLine;
+using FastMM.Models;
+using FastMM.Models.IO;
+
+namespace FastMM.Cli.Commands;
+
+/// <summary>
+/// `fastmm forward`: the raw forward pass on tensors from an .npz, keyed by HF's forward argument names,
+/// writing HF's output names. This is how outside references check FastMM, so it does nothing but the model.
+/// </summary>
+internal static class ForwardCommand
+{
+    public static Command Create(TextWriter stdout, TextWriter stderr)
+    {
+        var model = CommonOptions.Model();
+        var inputs = new Option<FileInfo>("--inputs") { Description = "input .npz with input_ids, attention_mask (optional), pixel_values", Required = true };
+        var output = new Option<FileInfo>("--out") { Description = "output .npz (image_embeds, text_embeds, logits_per_image, logits_per_text)", Required = true };
+        var cmd = new Command("forward", "Run the raw forward pass on tensors from an .npz (HF argument and output names)") { model, inputs, output };
+        cmd.SetHandler(stderr, p =>
+        {
+            string dir = p.GetValue(model)!;
+            string inPath = p.GetValue(inputs)!.FullName, outPath = p.GetValue(output)!.FullName;
+            using var backend = CommonOptions.CreateBackend(p);
+            var arrays = Npz.Read(inPath);
+            string src = Path.GetFileName(inPath);
+            string[] known = ["input_ids", "attention_mask", "pixel_values"];
+            foreach (var k in arrays.Keys)
+                if (!known.Contains(k)) throw new FastMMException($"{src}: unexpected array '{k}' (expected {string.Join(", ", known)})");
+            if (!arrays.TryGetValue("input_ids", out var ids)) throw new FastMMException($"{src}: missing 'input_ids'");
+            if (!arrays.TryGetValue("pixel_values", out var px)) throw new FastMMException($"{src}: missing 'pixel_values'");
+            arrays.TryGetValue("attention_mask", out var mask);
+            var text = TextInput.FromNpy(ids, mask, src);
+
+            using var m = new ProgressBar(stderr).Run("loading weights", prog => ModelLoader.LoadDualEncoder(dir, backend, prog));
+            px.ExpectShape(src, -1, 3, m.ImageSize, m.ImageSize);
+            var o = m.Forward(px.Floats(src), px.Shape[0], text);
+            Npz.Write(outPath,
+            [
+                NpyArray.Float32("image_embeds", o.ImageEmbeds, o.Images, o.Dim),
+                NpyArray.Float32("text_embeds", o.TextEmbeds, o.Texts, o.Dim),
+                NpyArray.Float32("logits_per_image", o.LogitsPerImage, o.Images, o.Texts),
+                NpyArray.Float32("logits_per_text", o.LogitsPerText(), o.Texts, o.Images),
+            ]);
+            stderr.WriteLine($"wrote {outPath}");
+            return 0;
+        });
+        return cmd;
+    }
+}

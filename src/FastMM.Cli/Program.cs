@@ -1,0 +1,34 @@
+using System.CommandLine;
+using FastMM.Cli.Commands;
+
+namespace FastMM.Cli;
+
+public static class Program
+{
+    public static int Main(string[] args) => Run(args, Console.Out, Console.Error);
+
+    /// <summary>Runs the CLI with the given writers (tests call this in-process).</summary>
+    public static int Run(string[] args, TextWriter stdout, TextWriter stderr)
+    {
+        var root = new RootCommand("fastmm — run vision-language models from Hugging Face folders");
+        root.Add(CommonOptions.Backend);
+        root.Add(CommonOptions.Threads);
+        root.Add(ForwardCommand.Create(stdout, stderr));
+
+
+
+        root.Add(SynthCommand.Create(stdout, stderr));
+
+        var parse = root.Parse(args);
+        var config = new InvocationConfiguration { Output = stdout, Error = stderr };
+        try
+        {
+            return parse.Invoke(config);
+        }
+        catch (FastMMException e)
+        {
+            stderr.WriteLine($"error: {e.Message}");
+            return 1;
+        }
+    }
+}

@@ -1,0 +1,79 @@
+using FastMM.Models.IO;
+
+namespace FastMM.Models.Blocks;
+
+/// <summary>
+/// Moves tensors from a model folder onto a backend, checking each shape against the config,
+/// and reports progress per tensor. Everything it creates is tracked and disposed with the model.
+/// </summary>
+public sealed class Weights : IDisposable
+{
+    private readonly List<IDisposable> _owned = new();
+    private readonly Action<int, int>? _progress;
+    private readonly int _total;
+    private int _loaded;
+
+    public ModelFolder Folder { get; }
+    public IBackend Backend { get; }
+
+    public Weights(ModelFolder folder, IBackend backend, Action<int, int>? progress)
+    {
+        Folder = folder; Backend = backend; _progress = progress;
+        _total = folder.TensorNames.Count();
+    }
+
+    private T Track<T>(T d) where T : IDisposable { _owned.Add(d); return d; }
+    private void Tick() => _progress?.Invoke(++_loaded, _total);
+
+    public Tensor Tensor(string name, params int[] shape)
+    {
+        var t = Track(Backend.Weight(Folder.Get(name, shape)));
+        Tick();
+        return t;
+    }
+
+    public LinearWeight Linear(string prefix, int outFeatures, int inFeatures, bool bias = true)
+    {
+        var w = Folder.Get(prefix + ".weight", outFeatures, inFeatures);
+        TensorData? b = bias ? Folder.Get(prefix + ".bias", outFeatures) : null;
+        var lw = Track(Backend.Linear(w, b));
+        Tick(); if (bias) Tick();
+        return lw;
+    }
+
+    /// <summary>A Linear whose weight is rows [rowStart, rowStart+rows) of a stored matrix (e.g. one third of a fused in_proj).</summary>
+    public LinearWeight LinearSlice(string weightName, string? biasName, int rowStart, int rows, int inFeatures, int totalRows)
+    {
+        var w = Folder.Get(weightName, totalRows, inFeatures).ToFloatArray();
+        float[] b = biasName is null ? [] : Folder.Get(biasName, totalRows).ToFloatArray();
+        var lw = Track(Backend.Linear(w.AsSpan(rowStart * inFeatures, rows * inFeatures), rows, inFeatures,
+            b.Length == 0 ? ReadOnlySpan<float>.Empty : b.AsSpan(rowStart, rows)));
+        return lw;
+    }
+
+    public LayerNormWeights LayerNorm(string prefix, int dim, float eps)
+        => new(Tensor(prefix + ".weight", dim), Tensor(prefix + ".bias", dim), eps);
+
+    /// <summary>A scalar parameter such as logit_scale (stored as [] or [1]).</summary>
+    public float Scalar(string name)
+    {
+        var t = Folder.Get(name);
+        if (t.ElementCount != 1) throw new FastMMException($"{Folder.Directory}: tensor '{name}' has shape {t.ShapeString}, expected a scalar");
+        Tick();
+        return t.ToFloatArray()[0];
+    }
+
+    /// <summary>Marks a tensor as consumed without loading it (e.g. the other half of a fused weight).</summary>
+    public void Skip(string name) { if (Folder.Has(name)) Tick(); }
+
+    public void Dispose()
+    {
+        foreach (var d in _owned) d.Dispose();
+        _owned.Clear();
+    }
+}
+
+public readonly record struct LayerNormWeights(Tensor Gamma, Tensor Beta, float Eps)
+{
+    public Tensor Apply(IBackend b, Tensor x) => b.LayerNorm(x, Gamma, Beta, Eps);
+}

@@ -1,0 +1,43 @@
+using FastMM.Models.Blocks;
+using FastMM.Models.IO;
+
+namespace FastMM.Models;
+
+/// <summary>Opens an HF model folder and builds the family its config.json names (model_type).</summary>
+public static class ModelLoader
+{
+    public static readonly string[] SupportedTypes = [ClipModel.Type, SiglipModel.Type];
+
+    /// <summary>The model_type in DIR/config.json, checked against the supported families.</summary>
+    public static string ReadModelType(string dir)
+    {
+        var cfg = HfConfig.Load(Path.Combine(dir, "config.json"));
+        string type = cfg.String("model_type");
+        if (!SupportedTypes.Contains(type))
+            throw new FastMMException($"{Path.Combine(dir, "config.json")}: model_type '{type}' is not supported (supported: {string.Join(", ", SupportedTypes)})");
+        return type;
+    }
+
+    /// <summary>Loads a CLIP or SigLIP dual encoder. progress(loaded, total) is called per tensor.</summary>
+    public static DualEncoderModel LoadDualEncoder(string dir, IBackend backend, Action<int, int>? progress = null)
+    {
+        string type = ReadModelType(dir);
+        using var folder = ModelFolder.Open(dir);
+        var w = new Weights(folder, backend, progress);
+        try
+        {
+            // Weights are copied onto the backend while building, so the mapped files can close afterwards.
+            return type switch
+            {
+                ClipModel.Type => new ClipModel(w),
+                SiglipModel.Type => new SiglipModel(w),
+                _ => throw new FastMMException($"{dir}: model_type '{type}' is not a dual encoder"),
+            };
+        }
+        catch
+        {
+            w.Dispose();
+            throw;
+        }
+    }
+}
