@@ -11,6 +11,7 @@ public static class ModelLoader
     /// <summary>The model_type in DIR/config.json, checked against the supported families.</summary>
     public static string ReadModelType(string dir)
     {
+        if (!Directory.Exists(dir)) throw new FastMMException($"{dir}: model folder not found");
         var cfg = HfConfig.Load(Path.Combine(dir, "config.json"));
         string type = cfg.String("model_type");
         if (!SupportedTypes.Contains(type))
