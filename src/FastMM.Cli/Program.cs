@@ -14,6 +14,10 @@ public static class Program
         root.Add(CommonOptions.Backend);
         root.Add(CommonOptions.Threads);
         root.Add(ForwardCommand.Create(stdout, stderr));
+        root.Add(EmbedCommand.Create(stdout, stderr));
+        root.Add(SearchCommand.Create(stdout, stderr));
+        root.Add(RankCommand.Create(stdout, stderr));
+        root.Add(BenchCommand.Create(stdout, stderr));
 
 
 

@@ -69,10 +69,11 @@ public interface IBackend : IDisposable
     Tensor Attention(Tensor q, Tensor k, Tensor v, int heads, float scale, bool causal, Tensor? keyMask);
 
     /// <summary>
-    /// Patch-embedding convolution (kernel = stride = patch, no padding):
-    /// pixels [B, C, H, W], weight [D, C, P, P], bias [D] or null → [B, (H/P)·(W/P), D] (patches row-major).
+    /// Patch-embedding convolution (kernel = stride = patch, no padding): pixels [B, C, H, W] and the conv
+    /// weight [D, C, P, P] prepared as a Linear [D, C·P·P] (with the conv bias, if any) → [B, (H/P)·(W/P), D],
+    /// patches in row-major order.
     /// </summary>
-    Tensor PatchEmbed(Tensor pixels, Tensor weight, Tensor? bias, int patch);
+    Tensor PatchEmbed(Tensor pixels, LinearWeight weight, int patch);
 
     /// <summary>Rows of table [V, D] gathered by ids → [ids.Length, D]. An id outside [0, V) is an error naming it.</summary>
     Tensor Embedding(Tensor table, ReadOnlySpan<int> ids);

@@ -14,8 +14,8 @@ public sealed record VisionSpec(EncoderSpec Encoder, int ImageSize, int PatchSiz
 /// </summary>
 public sealed class VisionTransformer
 {
-    private readonly Tensor _patchWeight;
-    private readonly Tensor? _patchBias, _classToken;
+    private readonly LinearWeight _patchEmbedding;
+    private readonly Tensor? _classToken;
     private readonly Tensor _positions;
     private readonly LayerNormWeights? _preLn;
     public Encoder Encoder { get; }
@@ -28,8 +28,7 @@ public sealed class VisionTransformer
         if (s.ImageSize % s.PatchSize != 0)
             throw new FastMMException($"{w.Folder.Directory}: vision image_size {s.ImageSize} is not a multiple of patch_size {s.PatchSize}");
         int d = s.Encoder.Hidden;
-        _patchWeight = w.Tensor(prefix + ".embeddings.patch_embedding.weight", d, s.Channels, s.PatchSize, s.PatchSize);
-        if (s.PatchBias) _patchBias = w.Tensor(prefix + ".embeddings.patch_embedding.bias", d);
+        _patchEmbedding = w.Conv2dAsLinear(prefix + ".embeddings.patch_embedding", d, s.Channels, s.PatchSize, s.PatchBias);
         if (s.ClassToken) _classToken = w.Tensor(prefix + ".embeddings.class_embedding", d);
         _positions = w.Tensor(prefix + ".embeddings.position_embedding.weight", s.Positions, d);
         if (s.PreLayerNorm) _preLn = w.LayerNorm(prefix + ".pre_layrnorm", d, s.Encoder.Eps);
@@ -50,7 +49,7 @@ public sealed class VisionTransformer
     public Tensor HiddenStates(IBackend b, Tensor pixels, int? layer = null)
     {
         CheckPixels(pixels);
-        var x = b.PatchEmbed(pixels, _patchWeight, _patchBias, Spec.PatchSize);
+        var x = b.PatchEmbed(pixels, _patchEmbedding, Spec.PatchSize);
         if (_classToken is not null)
         {
             var withCls = b.PrependRow(x, _classToken);

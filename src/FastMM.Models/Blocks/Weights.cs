@@ -41,6 +41,16 @@ public sealed class Weights : IDisposable
         return lw;
     }
 
+    /// <summary>A square-kernel Conv2d weight [out, in, k, k] (+ bias) prepared as a Linear [out, in·k·k] for patch embedding.</summary>
+    public LinearWeight Conv2dAsLinear(string prefix, int outChannels, int inChannels, int kernel, bool bias)
+    {
+        var w = Folder.Get(prefix + ".weight", outChannels, inChannels, kernel, kernel).ToFloatArray();
+        float[] b = bias ? Folder.Get(prefix + ".bias", outChannels).ToFloatArray() : [];
+        var lw = Track(Backend.Linear(w, outChannels, inChannels * kernel * kernel, b));
+        Tick(); if (bias) Tick();
+        return lw;
+    }
+
     /// <summary>A Linear whose weight is rows [rowStart, rowStart+rows) of a stored matrix (e.g. one third of a fused in_proj).</summary>
     public LinearWeight LinearSlice(string weightName, string? biasName, int rowStart, int rows, int inFeatures, int totalRows)
     {

@@ -77,7 +77,7 @@ public sealed class CpuBackend : IBackend
         shape[^1] = lw.OutFeatures;
         var y = New(shape);
         Gemm.Linear(Data(x), m, lw.Packed, lw.Bias, Data(y));
-        if (act != Activation.None) MathKernels.Activate(Data(y), act);
+        if (act != Activation.None) ActivationInPlace(y, act);
         return y;
     }
 
@@ -104,7 +104,20 @@ public sealed class CpuBackend : IBackend
         return y;
     }
 
-    public void ActivationInPlace(Tensor x, Activation act) { Check(x); MathKernels.Activate(Data(x), act); }
+    public void ActivationInPlace(Tensor x, Activation act)
+    {
+        Check(x);
+        if (act == Activation.None) return;
+        // Transcendentals (erf/tanh/exp) cost enough to split over threads in 16K-element chunks.
+        const int Chunk = 16384;
+        float[] a = (float[])x.Storage!;
+        long n = x.Length;
+        CpuParallel.For((int)((n + Chunk - 1) / Chunk), i =>
+        {
+            int start = i * Chunk;
+            MathKernels.Activate(a.AsSpan(start, (int)Math.Min(Chunk, n - start)), act);
+        });
+    }
 
     public void AddInPlace(Tensor x, Tensor y)
     {
@@ -147,15 +160,17 @@ public sealed class CpuBackend : IBackend
         return o;
     }
 
-    public Tensor PatchEmbed(Tensor pixels, Tensor weight, Tensor? bias, int patch)
+    public Tensor PatchEmbed(Tensor pixels, LinearWeight weight, int patch)
     {
-        Check(pixels); Check(weight);
-        int b = pixels.Dim(0), c = pixels.Dim(1), h = pixels.Dim(2), w = pixels.Dim(3), d = weight.Dim(0);
-        if (weight.Rank != 4 || weight.Dim(1) != c || weight.Dim(2) != patch || weight.Dim(3) != patch)
-            throw new ArgumentException($"PatchEmbed: weight {weight} does not match {c} channels and patch {patch}");
-        int gh = h / patch, gw = w / patch, np = gh * gw, kk = c * patch * patch;
-        // im2col: each patch flattened in (c, py, px) order to match the conv weight's [D, C, P, P] layout.
-        var cols = New(b, np, kk);
+        Check(pixels);
+        int b = pixels.Dim(0), c = pixels.Dim(1), h = pixels.Dim(2), w = pixels.Dim(3);
+        int kk = c * patch * patch;
+        if (pixels.Rank != 4 || weight.InFeatures != kk || h % patch != 0 || w % patch != 0)
+            throw new ArgumentException($"PatchEmbed: {pixels} does not fit a {weight.OutFeatures}x{weight.InFeatures} patch weight with patch {patch}");
+        int gh = h / patch, gw = w / patch, np = gh * gw;
+        // im2col: each patch flattened in (c, py, px) order to match the conv weight's [D, C, P, P] layout,
+        // then one GEMM does the convolution.
+        using var cols = New(b, np, kk);
         float[] src = (float[])pixels.Storage!, dst = (float[])cols.Storage!;
         CpuParallel.For(b * np, row =>
         {
@@ -169,8 +184,7 @@ public sealed class CpuBackend : IBackend
                     o += patch;
                 }
         });
-        using var lw = Linear(Data(weight), d, kk, bias is null ? ReadOnlySpan<float>.Empty : Data(bias));
-        using (cols) return Linear(cols, lw);
+        return Linear(cols, weight);
     }
 
     public Tensor Embedding(Tensor table, ReadOnlySpan<int> ids)

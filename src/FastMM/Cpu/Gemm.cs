@@ -1,50 +1,206 @@
-using System.Numerics.Tensors;
+using System.Runtime.CompilerServices;
 
 namespace FastMM.Cpu;
 
-/// <summary>An HF Linear weight W [N, K] (row-major, out × in) in the CPU GEMM's layout.</summary>
-public sealed class PackedWeight
+/// <summary>
+/// An HF Linear weight W [N, K] (row-major, out × in) packed once for the GEMM micro-kernels: N is cut into panels of
+/// 32 output columns (the last one zero-padded) and each panel stores, for k = 0..K−1, its 32 weights W[n, k]
+/// contiguously. A K-block of a panel is therefore one contiguous, 64-byte aligned stream, whatever the block size.
+/// </summary>
+public sealed unsafe class PackedWeight
 {
     public int N { get; }
     public int K { get; }
-    internal readonly float[] Data;
+    internal int Panels => (N + GemmKernels.PanelWidth - 1) / GemmKernels.PanelWidth;
+    private readonly AlignedBuffer _data;
+    internal float* Data => _data.Get(0);
 
-    private PackedWeight(int n, int k, float[] data) { N = n; K = k; Data = data; }
+    private PackedWeight(int n, int k, AlignedBuffer data) { N = n; K = k; _data = data; }
 
     public static PackedWeight Pack(ReadOnlySpan<float> w, int n, int k)
     {
+        if (n < 1 || k < 1) throw new ArgumentException($"weight must be at least 1x1, got {n}x{k}");
         if (w.Length != (long)n * k) throw new ArgumentException($"weight has {w.Length} elements, expected {n}x{k}");
-        return new PackedWeight(n, k, w.ToArray());
+        int panels = (n + GemmKernels.PanelWidth - 1) / GemmKernels.PanelWidth;
+        var data = AlignedBuffer.Exact(checked(panels * GemmKernels.PanelWidth * k));
+        fixed (float* src = w) Gemm.PackPanels(src, n, k, data.Get(0));
+        return new PackedWeight(n, k, data);
     }
 }
 
-/// <summary>CPU matrix products. Reference-quality placeholder: row-by-row dot products.</summary>
-public static class Gemm
+/// <summary>
+/// CPU matrix products: a packed, cache-blocked, multi-threaded SIMD GEMM in the GotoBLAS/BLIS style.
+/// C is cut into (M-block × N-block) tasks run on <see cref="CpuParallel"/>; inside a task the K loop is blocked so a
+/// packed A block (≤ <see cref="MaxMc"/> × <see cref="MaxKc"/>) stays in L2 while each 32-wide B panel slice streams
+/// through L1 once per A tile row-group, and the micro-kernel keeps a rows × 32 tile of C in registers.
+/// </summary>
+public static unsafe class Gemm
 {
+    /// <summary>K-block: an A micro-panel (12 × kc) plus a B panel slice (kc × 32) fit in the 48 KiB L1d.</summary>
+    internal static int MaxKc = 256;
+    /// <summary>M-block: the packed A block (mc × kc floats) should sit in L2 (1 MiB per core on Zen 5).</summary>
+    internal static int MaxMc = 192;
+
     /// <summary>C[M, N] = A[M, K] · Wᵀ + bias (bias may be empty).</summary>
     public static void Linear(ReadOnlySpan<float> a, int m, PackedWeight w, ReadOnlySpan<float> bias, Span<float> c)
     {
-        unsafe
+        int n = w.N, k = w.K;
+        if (a.Length < (long)m * k) throw new ArgumentException($"A has {a.Length} elements, expected {m}x{k}");
+        if (c.Length < (long)m * n) throw new ArgumentException($"C has {c.Length} elements, expected {m}x{n}");
+        if (bias.Length != 0 && bias.Length != n) throw new ArgumentException($"bias has {bias.Length} elements, expected {n}");
+        if (m == 0) return;
+        fixed (float* pa = a) fixed (float* pb = bias) fixed (float* pc = c)
+            Run(pa, m, k, w.Data, n, bias.Length == 0 ? null : pb, pc);
+        GC.KeepAlive(w); // only its raw pointer is used above; the pinned panels must outlive the call
+    }
+
+    /// <summary>C[M, N] = A[M, K] · B[N, K]ᵀ for two activations: B is packed on the fly into a reusable per-thread buffer.</summary>
+    public static void MatMulTransposed(ReadOnlySpan<float> a, int m, ReadOnlySpan<float> b, int n, int k, Span<float> c)
+    {
+        if (a.Length < (long)m * k || b.Length < (long)n * k || c.Length < (long)m * n)
+            throw new ArgumentException($"MatMulTransposed: spans too short for [{m}x{k}]·[{n}x{k}]ᵀ");
+        if (m == 0 || n == 0) return;
+        if (k == 0) { c.Slice(0, m * n).Clear(); return; }
+        int panels = (n + GemmKernels.PanelWidth - 1) / GemmKernels.PanelWidth;
+        var buffer = t_transposedB ??= new AlignedBuffer();
+        float* packed = buffer.Get(checked(panels * GemmKernels.PanelWidth * k));
+        fixed (float* pa = a) fixed (float* pb = b) fixed (float* pc = c)
         {
-            fixed (float* pa = a) fixed (float* pb = bias) fixed (float* pc = c)
+            PackPanels(pb, n, k, packed);
+            Run(pa, m, k, packed, n, null, pc);
+        }
+    }
+
+    [ThreadStatic] private static AlignedBuffer? t_transposedB;
+    [ThreadStatic] private static GemmJob? t_job;
+
+    /// <summary>Packs B [n, k] (row-major) into 32-column panels, zero-padding the last panel.</summary>
+    internal static void PackPanels(float* src, int n, int k, float* dst)
+    {
+        const int W = GemmKernels.PanelWidth;
+        int panels = (n + W - 1) / W;
+        for (int p = 0; p < panels; p++)
+        {
+            float* panel = dst + (long)p * W * k;
+            for (int j = 0; j < W; j++)
             {
-                float* A = pa, Bias = pb, C = pc; int biasLen = bias.Length;
-                int n = w.N, k = w.K; float[] wd = w.Data;
-                CpuParallel.For(m, i =>
+                int row = p * W + j;
+                if (row < n)
                 {
-                    var row = new ReadOnlySpan<float>(A + (long)i * k, k);
-                    for (int j = 0; j < n; j++)
-                        C[(long)i * n + j] = TensorPrimitives.Dot(row, wd.AsSpan(j * k, k)) + (biasLen > 0 ? Bias[j] : 0f);
-                });
+                    float* s = src + (long)row * k;
+                    for (int kk = 0; kk < k; kk++) panel[(long)kk * W + j] = s[kk];
+                }
+                else
+                {
+                    for (int kk = 0; kk < k; kk++) panel[(long)kk * W + j] = 0f;
+                }
             }
         }
     }
 
-    /// <summary>C[M, N] = A[M, K] · B[N, K]ᵀ.</summary>
-    public static void MatMulTransposed(ReadOnlySpan<float> a, int m, ReadOnlySpan<float> b, int n, int k, Span<float> c)
+    private static void Run(float* a, int m, int k, float* packedB, int n, float* bias, float* c)
     {
-        for (int i = 0; i < m; i++)
-            for (int j = 0; j < n; j++)
-                c[i * n + j] = TensorPrimitives.Dot(a.Slice(i * k, k), b.Slice(j * k, k));
+        var job = t_job ??= new GemmJob();
+        job.Setup(a, m, k, packedB, n, bias, c, CpuFeatures.Level, CpuParallel.Threads);
+        CpuParallel.Run(job, job.Tasks);
+        job.Clear();
+    }
+
+    /// <summary>
+    /// One GEMM call's blocking plan; reused per calling thread so a call allocates nothing. Task t covers
+    /// M-block (t mod mBlocks) × N-block (t div mBlocks).
+    /// </summary>
+    private sealed class GemmJob : CpuParallel.IWork
+    {
+        private float* _a, _b, _bias, _c;
+        private int _m, _k, _n, _kc, _mr, _mBlocks, _panelsPerBlock, _panels;
+        private SimdLevel _level;
+        public int Tasks;
+
+        [ThreadStatic] private static AlignedBuffer? t_packA;
+
+        public void Setup(float* a, int m, int k, float* b, int n, float* bias, float* c, SimdLevel level, int threads)
+        {
+            _a = a; _m = m; _k = k; _b = b; _n = n; _bias = bias; _c = c; _level = level;
+            _mr = GemmKernels.MaxRows(level);
+            int kBlocks = (k + MaxKc - 1) / MaxKc;
+            _kc = (k + kBlocks - 1) / kBlocks;            // balanced K blocks: no sliver at the end
+            _mBlocks = (m + MaxMc - 1) / MaxMc;
+            _panels = (n + GemmKernels.PanelWidth - 1) / GemmKernels.PanelWidth;
+            // Enough tasks for dynamic load balancing (other processes share the cores), but few N-blocks,
+            // because every N-block re-packs its A block.
+            int targetTasks = threads > 1 ? 4 * threads : 1;
+            int nBlocks = Math.Clamp((targetTasks + _mBlocks - 1) / _mBlocks, 1, _panels);
+            _panelsPerBlock = (_panels + nBlocks - 1) / nBlocks;
+            nBlocks = (_panels + _panelsPerBlock - 1) / _panelsPerBlock;
+            Tasks = _mBlocks * nBlocks;
+        }
+
+        public void Clear() { _a = _b = _bias = _c = null; }
+
+        public void Execute(int task)
+        {
+            const int W = GemmKernels.PanelWidth;
+            int mb = task % _mBlocks, nb = task / _mBlocks;
+            int m0 = (int)((long)mb * _m / _mBlocks), mc = (int)((long)(mb + 1) * _m / _mBlocks) - m0;
+            int p0 = nb * _panelsPerBlock, p1 = Math.Min(_panels, p0 + _panelsPerBlock);
+            int mr = _mr, tiles = (mc + mr - 1) / mr;
+            float* packA = (t_packA ??= new AlignedBuffer()).Get(mc * _kc);
+            float* edge = stackalloc float[12 * W]; // a tile that overhangs N is computed here, then copied
+            nint ldc = _n;
+
+            for (int pc = 0; pc < _k; pc += _kc)
+            {
+                int kc = Math.Min(_kc, _k - pc);
+                bool accumulate = pc > 0;
+                PackA(_a + (long)m0 * _k + pc, _k, mc, kc, tiles, packA);
+                for (int p = p0; p < p1; p++)
+                {
+                    int n0 = p * W, cols = Math.Min(W, _n - n0);
+                    float* bPanel = _b + (long)p * W * _k + (long)pc * W;
+                    float* bias = !accumulate && _bias != null ? _bias + n0 : null;
+                    for (int t = 0; t < tiles; t++)
+                    {
+                        int r0 = t * mc / tiles, rows = (t + 1) * mc / tiles - r0;
+                        float* aTile = packA + (long)r0 * kc;
+                        float* cTile = _c + (long)(m0 + r0) * ldc + n0;
+                        if (cols == W)
+                        {
+                            GemmKernels.Tile(_level, rows, kc, aTile, bPanel, cTile, ldc, bias, accumulate);
+                        }
+                        else
+                        {
+                            GemmKernels.Tile(_level, rows, kc, aTile, bPanel, edge, W, null, false);
+                            for (int i = 0; i < rows; i++)
+                                for (int j = 0; j < cols; j++)
+                                {
+                                    float v = edge[i * W + j];
+                                    float* dst = cTile + i * ldc + j;
+                                    *dst = accumulate ? *dst + v : bias != null ? v + bias[j] : v;
+                                }
+                        }
+                    }
+                }
+            }
+        }
+
+        /// <summary>
+        /// Packs an mc × kc block of A (row stride lda) as consecutive tiles of balanced heights, each stored k-major
+        /// ([kc][rows]) so the micro-kernel's broadcasts read one contiguous stream.
+        /// </summary>
+        private static void PackA(float* a, nint lda, int mc, int kc, int tiles, float* dst)
+        {
+            for (int t = 0; t < tiles; t++)
+            {
+                int r0 = t * mc / tiles, rows = (t + 1) * mc / tiles - r0;
+                float* tile = dst + (long)r0 * kc;
+                for (int i = 0; i < rows; i++)
+                {
+                    float* src = a + (r0 + i) * lda;
+                    float* d = tile + i;
+                    for (int kk = 0; kk < kc; kk++) d[kk * rows] = src[kk];
+                }
+            }
+        }
     }
 }

@@ -1,0 +1,87 @@
+using BenchmarkDotNet.Attributes;
+using BenchmarkDotNet.Columns;
+using BenchmarkDotNet.Configs;
+using BenchmarkDotNet.Reports;
+using BenchmarkDotNet.Running;
+using FastMM.Cpu;
+
+namespace FastMM.Benchmarks;
+
+/// <summary>Adds a GFLOP/s column computed from each case's <c>Shape</c> parameter (anything with a Flops property).</summary>
+public sealed class GflopsColumn : IColumn
+{
+    public string Id => nameof(GflopsColumn);
+    public string ColumnName => "GFLOP/s";
+    public bool AlwaysShow => true;
+    public ColumnCategory Category => ColumnCategory.Custom;
+    public int PriorityInCategory => 0;
+    public bool IsNumeric => true;
+    public UnitType UnitType => UnitType.Dimensionless;
+    public string Legend => "fp32 GFLOP/s at the mean time (2 flops per multiply-add)";
+    public bool IsAvailable(Summary summary) => true;
+    public bool IsDefault(Summary summary, BenchmarkCase benchmarkCase) => false;
+    public string GetValue(Summary summary, BenchmarkCase benchmarkCase) => GetValue(summary, benchmarkCase, SummaryStyle.Default);
+
+    public string GetValue(Summary summary, BenchmarkCase benchmarkCase, SummaryStyle style)
+    {
+        var report = summary[benchmarkCase];
+        double? meanNs = report?.ResultStatistics?.Mean;
+        object? shape = benchmarkCase.Parameters.Items.FirstOrDefault(p => p.Name == "Shape")?.Value;
+        double flops = shape switch { GemmShape g => g.Flops, AttentionShape a => a.Flops, _ => double.NaN };
+        return meanNs is double ns && !double.IsNaN(flops) ? (flops / ns).ToString("F1") : "-";
+    }
+}
+
+public sealed class KernelConfig : ManualConfig
+{
+    public KernelConfig() { AddColumn(new GflopsColumn()); }
+}
+
+/// <summary>GEMM at the CLIP ViT-B/32 and SigLIP-B/16-512 vision shapes, 2 threads.</summary>
+[Config(typeof(KernelConfig))]
+public class GemmBenchmarks
+{
+    [ParamsSource(nameof(Shapes))] public GemmShape Shape = null!;
+    public static IEnumerable<GemmShape> Shapes => GemmShape.All;
+
+    private float[] _a = [], _bias = [], _c = [];
+    private PackedWeight _w = null!;
+
+    [GlobalSetup]
+    public void Setup()
+    {
+        CpuParallel.Threads = 2;
+        var rng = new Random(1);
+        _a = Enumerable.Range(0, Shape.M * Shape.K).Select(_ => (float)rng.NextDouble() - 0.5f).ToArray();
+        var w = Enumerable.Range(0, Shape.N * Shape.K).Select(_ => (float)rng.NextDouble() - 0.5f).ToArray();
+        _bias = new float[Shape.N];
+        _c = new float[Shape.M * Shape.N];
+        _w = PackedWeight.Pack(w, Shape.N, Shape.K);
+    }
+
+    [Benchmark]
+    public void Linear() => Gemm.Linear(_a, Shape.M, _w, _bias, _c);
+}
+
+/// <summary>Fused attention at (B=1, H=12, T=50/1024, D=64), 2 threads.</summary>
+[Config(typeof(KernelConfig))]
+public class AttentionBenchmarks
+{
+    [ParamsSource(nameof(Shapes))] public AttentionShape Shape = null!;
+    public static IEnumerable<AttentionShape> Shapes => AttentionShape.All;
+
+    private float[] _q = [], _k = [], _v = [], _o = [];
+
+    [GlobalSetup]
+    public void Setup()
+    {
+        CpuParallel.Threads = 2;
+        var rng = new Random(1);
+        int n = Shape.B * Shape.T * Shape.H * Shape.D;
+        float[] Make() => Enumerable.Range(0, n).Select(_ => (float)rng.NextDouble() - 0.5f).ToArray();
+        _q = Make(); _k = Make(); _v = Make(); _o = new float[n];
+    }
+
+    [Benchmark]
+    public void Attention() => AttentionKernel.Run(_q, _k, _v, _o, Shape.B, Shape.T, Shape.T, Shape.H, Shape.D, 1f / MathF.Sqrt(Shape.D), false, default);
+}

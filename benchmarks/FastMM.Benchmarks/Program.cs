@@ -1,0 +1,9 @@
+using BenchmarkDotNet.Running;
+using FastMM.Benchmarks;
+
+if (args.Length > 0 && args[0] == "gemm-quick")
+{
+    QuickBench.Run(args[1..]);
+    return;
+}
+BenchmarkSwitcher.FromAssembly(typeof(GemmShape).Assembly).Run(args);
