@@ -69,6 +69,12 @@ public interface IBackend : IDisposable
     Tensor Attention(Tensor q, Tensor k, Tensor v, int heads, float scale, bool causal, Tensor? keyMask);
 
     /// <summary>
+    /// Self-attention over one fused projection: qkv [B, T, 3·H·D] holding q, k, v side by side per token
+    /// (as one Linear with the three weights stacked produces it) → [B, T, H·D]. Saves two GEMM launches and a split.
+    /// </summary>
+    Tensor SelfAttention(Tensor qkv, int heads, float scale, bool causal, Tensor? keyMask);
+
+    /// <summary>
     /// Patch-embedding convolution (kernel = stride = patch, no padding): pixels [B, C, H, W] and the conv
     /// weight [D, C, P, P] prepared as a Linear [D, C·P·P] (with the conv bias, if any) → [B, (H/P)·(W/P), D],
     /// patches in row-major order.

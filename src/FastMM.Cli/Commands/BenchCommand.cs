@@ -18,12 +18,18 @@ internal static class BenchCommand
         var runs = new Option<int>("--runs") { Description = "timed runs per measurement (median reported)", DefaultValueFactory = _ => 5 };
         var batch = new Option<int>("--batch") { Description = "the larger image batch to time besides batch 1", DefaultValueFactory = _ => 8 };
         var json = new Option<FileInfo?>("--json") { Description = "also write the results as JSON" };
-        var cmd = new Command("bench", "Benchmark a model end to end: load, image/text encode latency, peak memory") { model, runs, batch, json };
+        var profile = new Option<bool>("--profile") { Description = "also print time per op for one batch-1 image encode" };
+        var cmd = new Command("bench", "Benchmark a model end to end: load, image/text encode latency, peak memory") { model, runs, batch, json, profile };
         cmd.SetHandler(stderr, p =>
         {
             string dir = p.GetValue(model)!;
             int n = Math.Max(1, p.GetValue(runs)), big = Math.Max(1, p.GetValue(batch));
-            using var backend = CommonOptions.CreateBackend(p);
+            IBackend backend = CommonOptions.CreateBackend(p);
+            var profiler = p.GetValue(profile) ? new FastMM.Backends.ProfilingBackend(backend) : null;
+            if (profiler is not null) backend = profiler;
+            using var _ = backend;
+            // The FMA peak is measured before anything else runs: the kernel pool's spinning workers would halve it later.
+            double peakGflops = CpuPeak.MeasureGflops(CpuParallel.Threads);
             var sw = Stopwatch.StartNew();
             using var m = ModelLoader.LoadDualEncoder(dir, backend);
             double loadMs = sw.Elapsed.TotalMilliseconds;
@@ -46,7 +52,6 @@ internal static class BenchCommand
             for (int i = 0; i < ids.Length; i++) ids[i] = 1 + rng.Next(100);
             double txt1 = Median(() => m.EmbedTexts(new TextInput(1, len, ids[..len], null)));
             double txt8 = Median(() => m.EmbedTexts(new TextInput(8, len, ids, null)));
-            double peakGflops = CpuPeak.MeasureGflops(CpuParallel.Threads);
             double gflop = VisionGflop(m);
             long peakMem = Process.GetCurrentProcess().PeakWorkingSet64;
 
@@ -65,6 +70,13 @@ internal static class BenchCommand
                 ["peak_memory_mb"] = peakMem / (1 << 20),
             };
             foreach (var (k, v) in r) stdout.WriteLine($"{k,-34} {v}");
+            if (profiler is not null)
+            {
+                profiler.Reset();
+                for (int i = 0; i < n; i++) m.EmbedImages(px1, 1);
+                stdout.WriteLine($"\nper-op time, image encode batch 1, mean of {n} runs:");
+                foreach (var (op, ms, calls) in profiler.Report()) stdout.WriteLine($"  {op,-32} {ms / n,9:F2} ms  {calls / n,5} calls");
+            }
             if (p.GetValue(json) is FileInfo f) File.WriteAllText(f.FullName, JsonSerializer.Serialize(r, new JsonSerializerOptions { WriteIndented = true }));
             return 0;
         });

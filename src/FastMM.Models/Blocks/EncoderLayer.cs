@@ -14,16 +14,15 @@ public sealed class EncoderLayer
 {
     private readonly EncoderSpec _s;
     private readonly LayerNormWeights _ln1, _ln2;
-    private readonly LinearWeight _q, _k, _v, _o, _fc1, _fc2;
+    private readonly LinearWeight _qkv, _o, _fc1, _fc2;
 
     public EncoderLayer(Weights w, string prefix, EncoderSpec s)
     {
         _s = s;
         int d = s.Hidden;
         _ln1 = w.LayerNorm(prefix + ".layer_norm1", d, s.Eps);
-        _q = w.Linear(prefix + ".self_attn.q_proj", d, d);
-        _k = w.Linear(prefix + ".self_attn.k_proj", d, d);
-        _v = w.Linear(prefix + ".self_attn.v_proj", d, d);
+        // q, k and v projections stacked into one [3D, D] weight: one GEMM instead of three.
+        _qkv = w.StackedLinear([prefix + ".self_attn.q_proj", prefix + ".self_attn.k_proj", prefix + ".self_attn.v_proj"], d, d);
         _o = w.Linear(prefix + ".self_attn.out_proj", d, d);
         _ln2 = w.LayerNorm(prefix + ".layer_norm2", d, s.Eps);
         _fc1 = w.Linear(prefix + ".mlp.fc1", s.Intermediate, d);
@@ -34,10 +33,8 @@ public sealed class EncoderLayer
     public void Forward(IBackend b, Tensor x, bool causal, Tensor? keyMask)
     {
         using (var h = _ln1.Apply(b, x))
-        using (var q = b.Linear(h, _q))
-        using (var k = b.Linear(h, _k))
-        using (var v = b.Linear(h, _v))
-        using (var a = b.Attention(q, k, v, _s.Heads, 1f / MathF.Sqrt(_s.HeadDim), causal, keyMask))
+        using (var qkv = b.Linear(h, _qkv))
+        using (var a = b.SelfAttention(qkv, _s.Heads, 1f / MathF.Sqrt(_s.HeadDim), causal, keyMask))
         using (var o = b.Linear(a, _o))
             b.AddInPlace(x, o);
         using (var h = _ln2.Apply(b, x))

@@ -41,6 +41,21 @@ public sealed class Weights : IDisposable
         return lw;
     }
 
+    /// <summary>Several Linear layers with the same input stacked into one [Σout, in] weight (outputs side by side).</summary>
+    public LinearWeight StackedLinear(IReadOnlyList<string> prefixes, int outFeaturesEach, int inFeatures)
+    {
+        int n = prefixes.Count;
+        var w = new float[(long)n * outFeaturesEach * inFeatures];
+        var b = new float[n * outFeaturesEach];
+        for (int i = 0; i < n; i++)
+        {
+            Folder.Get(prefixes[i] + ".weight", outFeaturesEach, inFeatures).ToFloat(w.AsSpan(i * outFeaturesEach * inFeatures, outFeaturesEach * inFeatures));
+            Folder.Get(prefixes[i] + ".bias", outFeaturesEach).ToFloat(b.AsSpan(i * outFeaturesEach, outFeaturesEach));
+            Tick(); Tick();
+        }
+        return Track(Backend.Linear(w, n * outFeaturesEach, inFeatures, b));
+    }
+
     /// <summary>A square-kernel Conv2d weight [out, in, k, k] (+ bias) prepared as a Linear [out, in·k·k] for patch embedding.</summary>
     public LinearWeight Conv2dAsLinear(string prefix, int outChannels, int inChannels, int kernel, bool bias)
     {

@@ -160,6 +160,20 @@ public sealed class CpuBackend : IBackend
         return o;
     }
 
+    public Tensor SelfAttention(Tensor qkv, int heads, float scale, bool causal, Tensor? keyMask)
+    {
+        Check(qkv);
+        int b = qkv.Dim(0), t = qkv.Dim(1), w3 = qkv.Dim(2);
+        if (w3 % 3 != 0 || (w3 / 3) % heads != 0) throw new ArgumentException($"SelfAttention: width {w3} is not 3 x heads ({heads}) x head size");
+        if (keyMask is not null && keyMask.Length != (long)b * t) throw new ArgumentException($"SelfAttention: key mask {keyMask} is not [{b}, {t}]");
+        int hd = w3 / 3;
+        var o = New(b, t, hd);
+        var all = Data(qkv);
+        AttentionKernel.Run(all, w3, all[hd..], w3, all[(2 * hd)..], w3, Data(o), b, t, t, heads, hd / heads, scale, causal,
+            keyMask is null ? ReadOnlySpan<float>.Empty : Data(keyMask));
+        return o;
+    }
+
     public Tensor PatchEmbed(Tensor pixels, LinearWeight weight, int patch)
     {
         Check(pixels);

@@ -20,16 +20,37 @@ public static unsafe class AttentionKernel
     public static void Run(ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v, Span<float> o,
         int batch, int tq, int tk, int heads, int headDim, float scale, bool causal, ReadOnlySpan<float> keyMask)
     {
+        int hd = heads * headDim;
+        Run(q, hd, k, hd, v, hd, o, batch, tq, tk, heads, headDim, scale, causal, keyMask);
+    }
+
+    /// <summary>
+    /// As <see cref="Run(ReadOnlySpan{float}, ReadOnlySpan{float}, ReadOnlySpan{float}, Span{float}, int, int, int, int, int, float, bool, ReadOnlySpan{float})"/>
+    /// with row strides (elements from one token to the next) for q, k and v, so they can be column slices of one
+    /// fused QKV projection [B, T, 3·H·D]. The output is dense [B, Tq, H·D].
+    /// </summary>
+    public static void Run(ReadOnlySpan<float> q, int qStride, ReadOnlySpan<float> k, int kStride, ReadOnlySpan<float> v, int vStride, Span<float> o,
+        int batch, int tq, int tk, int heads, int headDim, float scale, bool causal, ReadOnlySpan<float> keyMask)
+    {
         long hd = (long)heads * headDim;
-        if (q.Length < batch * tq * hd || o.Length < batch * tq * hd || k.Length < batch * tk * hd || v.Length < batch * tk * hd)
+        if (qStride < hd || kStride < hd || vStride < hd) throw new ArgumentException("Attention: a row stride is smaller than H·D");
+        static long Need(int rows, long stride, long width) => rows == 0 ? 0 : (rows - 1) * stride + width;
+        if (q.Length < Need(batch * tq, qStride, hd) || o.Length < batch * tq * hd || k.Length < Need(batch * tk, kStride, hd) || v.Length < Need(batch * tk, vStride, hd))
             throw new ArgumentException("Attention: q/k/v/o spans are shorter than their shapes");
         if (keyMask.Length != 0 && keyMask.Length < (long)batch * tk) throw new ArgumentException("Attention: key mask is shorter than [B, Tk]");
         if (batch == 0 || tq == 0 || heads == 0 || headDim == 0) return;
         fixed (float* pq = q) fixed (float* pk = k) fixed (float* pv = v) fixed (float* po = o) fixed (float* pm = keyMask)
         {
             var job = t_job ??= new AttentionJob();
-            job.Setup(pq, pk, pv, po, keyMask.Length == 0 ? null : pm, batch, tq, tk, heads, headDim, scale, causal, CpuFeatures.Level);
-            try { CpuParallel.Run(job, job.Tasks); }
+            job.Setup(pq, qStride, pk, kStride, pv, vStride, po, keyMask.Length == 0 ? null : pm, batch, tq, tk, heads, headDim, scale, causal, CpuFeatures.Level);
+            try
+            {
+                // Phase 1 packs Kᵀ and V once per (batch, head); phase 2's query blocks all read those packs.
+                job.Packing = true;
+                CpuParallel.Run(job, batch * heads);
+                job.Packing = false;
+                CpuParallel.Run(job, job.Tasks);
+            }
             finally { job.Clear(); }
         }
     }
@@ -40,6 +61,13 @@ public static unsafe class AttentionKernel
     {
         private float* _q, _k, _v, _o, _mask;
         private int _batch, _tq, _tk, _heads, _d, _qBlocks, _maxBlock, _mr, _vPanels;
+        private long _qStride, _kStride, _vStride;
+        public bool Packing;
+        // Per (batch, head): Kᵀ as 32-key panels [keyPanels][d][32] then V as 32-column panels [vPanels][tkPadded][32].
+        private float* _kvPacks;
+        private long _kvPackSize;
+        private int _keyPanels;
+        private readonly AlignedBuffer _kvBuffer = new();
         private float _scale;
         private bool _causal;
         private SimdLevel _level;
@@ -47,10 +75,10 @@ public static unsafe class AttentionKernel
 
         [ThreadStatic] private static AlignedBuffer? t_scratch;
 
-        public void Setup(float* q, float* k, float* v, float* o, float* mask, int batch, int tq, int tk, int heads, int d,
+        public void Setup(float* q, long qStride, float* k, long kStride, float* v, long vStride, float* o, float* mask, int batch, int tq, int tk, int heads, int d,
             float scale, bool causal, SimdLevel level)
         {
-            _q = q; _k = k; _v = v; _o = o; _mask = mask; _batch = batch; _tq = tq; _tk = tk; _heads = heads; _d = d;
+            _q = q; _k = k; _v = v; _qStride = qStride; _kStride = kStride; _vStride = vStride; _o = o; _mask = mask; _batch = batch; _tq = tq; _tk = tk; _heads = heads; _d = d;
             _scale = scale; _causal = causal; _level = level;
             _mr = GemmKernels.MaxRows(level);
             // Query blocks of up to 4 micro-kernel tiles: big enough to amortise packing each K/V block, small enough
@@ -60,14 +88,56 @@ public static unsafe class AttentionKernel
             _maxBlock = (tq + _qBlocks - 1) / _qBlocks;
             _vPanels = (d + W - 1) / W;
             Tasks = batch * heads * _qBlocks;
+            _keyPanels = (tk + W - 1) / W;
+            long tkPadded = (long)_keyPanels * W;
+            _kvPackSize = ((long)_keyPanels * d * W + _vPanels * tkPadded * W + 15) & ~15L;
+            _kvPacks = _kvBuffer.Get(checked((int)(_kvPackSize * batch * heads)));
         }
 
-        public void Clear() { _q = _k = _v = _o = _mask = null; }
+        public void Clear() { _q = _k = _v = _o = _mask = _kvPacks = null; }
+
+        private float* KeyPack(int b, int h) => _kvPacks + (long)(b * _heads + h) * _kvPackSize;
+        private float* ValuePack(int b, int h) => KeyPack(b, h) + (long)_keyPanels * _d * W;
+
+        private void PackKeysAndValues(int task)
+        {
+            int h = task % _heads, b = task / _heads, d = _d, tk = _tk;
+            long tkPadded = (long)_keyPanels * W;
+            float* kt = KeyPack(b, h);
+            for (int p = 0; p < _keyPanels; p++)
+            {
+                float* panel = kt + (long)p * d * W;
+                for (int c = 0; c < W; c++)
+                {
+                    int key = p * W + c;
+                    if (key < tk)
+                    {
+                        float* src = _k + ((long)b * tk + key) * _kStride + (long)h * d;
+                        for (int j = 0; j < d; j++) panel[j * W + c] = src[j];
+                    }
+                    else for (int j = 0; j < d; j++) panel[j * W + c] = 0f;
+                }
+            }
+            float* vp = ValuePack(b, h);
+            for (int p = 0; p < _vPanels; p++)
+            {
+                float* panel = vp + p * tkPadded * W;
+                int cols = Math.Min(W, d - p * W);
+                for (int j = 0; j < tk; j++)
+                {
+                    float* src = _v + ((long)b * tk + j) * _vStride + (long)h * d + p * W;
+                    float* dst = panel + (long)j * W;
+                    new ReadOnlySpan<float>(src, cols).CopyTo(new Span<float>(dst, cols));
+                    if (cols < W) new Span<float>(dst + cols, W - cols).Clear();
+                }
+            }
+        }
 
         private static int Align16(int n) => (n + 15) & ~15;
 
         public void Execute(int task)
         {
+            if (Packing) { PackKeysAndValues(task); return; }
             int qb = task % _qBlocks, h = task / _qBlocks % _heads, b = task / _qBlocks / _heads;
             int q0 = (int)((long)qb * _tq / _qBlocks), nq = (int)((long)(qb + 1) * _tq / _qBlocks) - q0;
             int d = _d, tq = _tq, tk = _tk, mr = _mr, dv = _vPanels * W;
@@ -79,11 +149,13 @@ public static unsafe class AttentionKernel
             int kEnd = _causal ? Math.Clamp(q0 + nq - 1 + offset + 1, 0, tk) : tk;
 
             // Scratch layout (each part 64-byte aligned).
-            int qSize = Align16(_maxBlock * d), ktSize = 2 * d * W, sSize = _maxBlock * KeyBlock, pSize = Align16(KeyBlock * _maxBlock),
-                vSize = _vPanels * KeyBlock * W, oSize = _maxBlock * dv, rowSize = Align16(_maxBlock);
-            float* scratch = (t_scratch ??= new AlignedBuffer()).Get(qSize + ktSize + sSize + pSize + vSize + oSize + 2 * rowSize);
-            float* qPack = scratch, kt = qPack + qSize, s = kt + ktSize, pPack = s + sSize, vPack = pPack + pSize,
-                oAcc = vPack + vSize, rowMax = oAcc + oSize, rowSum = rowMax + rowSize;
+            int qSize = Align16(_maxBlock * d), sSize = _maxBlock * KeyBlock, pSize = Align16(KeyBlock * _maxBlock),
+                oSize = _maxBlock * dv, rowSize = Align16(_maxBlock);
+            float* scratch = (t_scratch ??= new AlignedBuffer()).Get(qSize + sSize + pSize + oSize + 2 * rowSize);
+            float* qPack = scratch, s = qPack + qSize, pPack = s + sSize,
+                oAcc = pPack + pSize, rowMax = oAcc + oSize, rowSum = rowMax + rowSize;
+            float* kt = KeyPack(b, h), vPack = ValuePack(b, h);
+            long tkPadded = (long)_keyPanels * W;
 
             if (kEnd > 0)
             {
@@ -94,7 +166,7 @@ public static unsafe class AttentionKernel
                     float* tile = qPack + r0 * d;
                     for (int i = 0; i < rows; i++)
                     {
-                        float* src = _q + ((long)b * tq + q0 + r0 + i) * hd + (long)h * d;
+                        float* src = _q + ((long)b * tq + q0 + r0 + i) * _qStride + (long)h * d;
                         for (int j = 0; j < d; j++) tile[j * rows + i] = src[j] * _scale;
                     }
                 }
@@ -107,26 +179,12 @@ public static unsafe class AttentionKernel
             {
                 int cnt = Math.Min(KeyBlock, kEnd - j0), kPanels = (cnt + W - 1) / W;
 
-                // Kᵀ block as 32-key panels ([d][32]), so S = Q·Kᵀ is a GEMM with the keys as columns.
-                for (int p = 0; p < kPanels; p++)
-                {
-                    float* panel = kt + p * d * W;
-                    for (int c = 0; c < W; c++)
-                    {
-                        int key = j0 + p * W + c;
-                        if (key < j0 + cnt)
-                        {
-                            float* src = _k + ((long)b * tk + key) * hd + (long)h * d;
-                            for (int j = 0; j < d; j++) panel[j * W + c] = src[j];
-                        }
-                        else for (int j = 0; j < d; j++) panel[j * W + c] = 0f;
-                    }
-                }
+                // S = Q·Kᵀ over this key block's (pre-packed) 32-key panels.
                 for (int p = 0; p < kPanels; p++)
                     for (int t = 0; t < tiles; t++)
                     {
                         int r0 = t * nq / tiles, rows = (t + 1) * nq / tiles - r0;
-                        GemmKernels.Tile(_level, rows, d, qPack + r0 * d, kt + p * d * W, s + r0 * KeyBlock + p * W, KeyBlock, null, false);
+                        GemmKernels.Tile(_level, rows, d, qPack + r0 * d, kt + (long)(j0 / W + p) * d * W, s + r0 * KeyBlock + p * W, KeyBlock, null, false);
                     }
 
                 // Masks, then the online-softmax update: rescale what was accumulated by exp(oldMax − newMax).
@@ -167,22 +225,10 @@ public static unsafe class AttentionKernel
                     }
                 }
                 for (int p = 0; p < _vPanels; p++)
-                {
-                    float* panel = vPack + p * KeyBlock * W;
-                    int cols = Math.Min(W, d - p * W);
-                    for (int j = 0; j < cnt; j++)
-                    {
-                        float* src = _v + ((long)b * tk + j0 + j) * hd + (long)h * d + p * W;
-                        float* dst = panel + j * W;
-                        new ReadOnlySpan<float>(src, cols).CopyTo(new Span<float>(dst, cols));
-                        if (cols < W) new Span<float>(dst + cols, W - cols).Clear();
-                    }
-                }
-                for (int p = 0; p < _vPanels; p++)
                     for (int t = 0; t < tiles; t++)
                     {
                         int r0 = t * nq / tiles, rows = (t + 1) * nq / tiles - r0;
-                        GemmKernels.Tile(_level, rows, cnt, pPack + r0 * cnt, vPack + p * KeyBlock * W, oAcc + r0 * dv + p * W, dv, null, true);
+                        GemmKernels.Tile(_level, rows, cnt, pPack + r0 * cnt, vPack + p * tkPadded * W + (long)j0 * W, oAcc + r0 * dv + p * W, dv, null, true);
                     }
             }
 

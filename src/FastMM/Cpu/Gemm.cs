@@ -102,6 +102,13 @@ public static unsafe class Gemm
     {
         var job = t_job ??= new GemmJob();
         job.Setup(a, m, k, packedB, n, bias, c, CpuFeatures.Level, CpuParallel.Threads);
+        if (job.PackTasks > 0)
+        {
+            // Several N-blocks would each re-pack the same A blocks: pack all of A once, in parallel, first.
+            job.Packing = true;
+            CpuParallel.Run(job, job.PackTasks);
+            job.Packing = false;
+        }
         CpuParallel.Run(job, job.Tasks);
         job.Clear();
     }
@@ -113,9 +120,13 @@ public static unsafe class Gemm
     private sealed class GemmJob : CpuParallel.IWork
     {
         private float* _a, _b, _bias, _c;
-        private int _m, _k, _n, _kc, _mr, _mBlocks, _panelsPerBlock, _panels;
+        private int _m, _k, _n, _kc, _kBlocks, _mr, _mBlocks, _panelsPerBlock, _panels;
         private SimdLevel _level;
-        public int Tasks;
+        public int Tasks, PackTasks;
+        public bool Packing;
+        /// <summary>All of A packed (when N is split over several tasks): M-block mb, K-block at pc starts at m0·K + pc·mc.</summary>
+        private float* _sharedA;
+        private readonly AlignedBuffer _sharedABuffer = new();
 
         [ThreadStatic] private static AlignedBuffer? t_packA;
 
@@ -134,18 +145,41 @@ public static unsafe class Gemm
             _panelsPerBlock = (_panels + nBlocks - 1) / nBlocks;
             nBlocks = (_panels + _panelsPerBlock - 1) / _panelsPerBlock;
             Tasks = _mBlocks * nBlocks;
+            _kBlocks = kBlocks;
+            PackTasks = nBlocks > 1 ? _mBlocks * kBlocks : 0;
+            _sharedA = PackTasks > 0 ? _sharedABuffer.Get(checked(m * k)) : null;
         }
 
-        public void Clear() { _a = _b = _bias = _c = null; }
+        public void Clear() { _a = _b = _bias = _c = _sharedA = null; }
+
+        private (int M0, int Mc) MBlock(int mb)
+        {
+            int m0 = (int)((long)mb * _m / _mBlocks);
+            return (m0, (int)((long)(mb + 1) * _m / _mBlocks) - m0);
+        }
 
         public void Execute(int task)
+        {
+            if (Packing)
+            {
+                int pmb = task % _mBlocks, kb = task / _mBlocks;
+                var (pm0, pmc) = MBlock(pmb);
+                int pc0 = kb * _kc, pkc = Math.Min(_kc, _k - pc0);
+                if (pkc <= 0) return;
+                PackA(_a + (long)pm0 * _k + pc0, _k, pmc, pkc, (pmc + _mr - 1) / _mr, _sharedA + (long)pm0 * _k + (long)pc0 * pmc);
+                return;
+            }
+            Compute(task);
+        }
+
+        private void Compute(int task)
         {
             const int W = GemmKernels.PanelWidth;
             int mb = task % _mBlocks, nb = task / _mBlocks;
             int m0 = (int)((long)mb * _m / _mBlocks), mc = (int)((long)(mb + 1) * _m / _mBlocks) - m0;
             int p0 = nb * _panelsPerBlock, p1 = Math.Min(_panels, p0 + _panelsPerBlock);
             int mr = _mr, tiles = (mc + mr - 1) / mr;
-            float* packA = (t_packA ??= new AlignedBuffer()).Get(mc * _kc);
+            float* packA = _sharedA != null ? null : (t_packA ??= new AlignedBuffer()).Get(mc * _kc);
             float* edge = stackalloc float[12 * W]; // a tile that overhangs N is computed here, then copied
             nint ldc = _n;
 
@@ -153,7 +187,9 @@ public static unsafe class Gemm
             {
                 int kc = Math.Min(_kc, _k - pc);
                 bool accumulate = pc > 0;
-                PackA(_a + (long)m0 * _k + pc, _k, mc, kc, tiles, packA);
+                float* aBlock;
+                if (_sharedA != null) aBlock = _sharedA + (long)m0 * _k + (long)pc * mc;
+                else { PackA(_a + (long)m0 * _k + pc, _k, mc, kc, tiles, packA); aBlock = packA; }
                 for (int p = p0; p < p1; p++)
                 {
                     int n0 = p * W, cols = Math.Min(W, _n - n0);
@@ -162,7 +198,7 @@ public static unsafe class Gemm
                     for (int t = 0; t < tiles; t++)
                     {
                         int r0 = t * mc / tiles, rows = (t + 1) * mc / tiles - r0;
-                        float* aTile = packA + (long)r0 * kc;
+                        float* aTile = aBlock + (long)r0 * kc;
                         float* cTile = _c + (long)(m0 + r0) * ldc + n0;
                         if (cols == W)
                         {
