@@ -79,20 +79,31 @@ public static unsafe class Gemm
     {
         const int W = GemmKernels.PanelWidth;
         int panels = (n + W - 1) / W;
-        for (int p = 0; p < panels; p++)
+        // Weights are packed at load: spread the panels over the pool (each panel is independent).
+        nint s = (nint)src, d = (nint)dst;
+        CpuParallel.For(panels, p => PackPanel((float*)s, n, k, (float*)d, p));
+    }
+
+    private static void PackPanel(float* src, int n, int k, float* dst, int p)
+    {
+        const int W = GemmKernels.PanelWidth;
+        float* panel = dst + (long)p * W * k;
+        // Walk k in cache-sized strips so the 32 source rows being interleaved stay in L1.
+        const int Strip = 64;
+        for (int k0 = 0; k0 < k; k0 += Strip)
         {
-            float* panel = dst + (long)p * W * k;
+            int k1 = Math.Min(k, k0 + Strip);
             for (int j = 0; j < W; j++)
             {
                 int row = p * W + j;
                 if (row < n)
                 {
                     float* s = src + (long)row * k;
-                    for (int kk = 0; kk < k; kk++) panel[(long)kk * W + j] = s[kk];
+                    for (int kk = k0; kk < k1; kk++) panel[(long)kk * W + j] = s[kk];
                 }
                 else
                 {
-                    for (int kk = 0; kk < k; kk++) panel[(long)kk * W + j] = 0f;
+                    for (int kk = k0; kk < k1; kk++) panel[(long)kk * W + j] = 0f;
                 }
             }
         }
