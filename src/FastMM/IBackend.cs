@@ -81,6 +81,32 @@ public interface IBackend : IDisposable
     /// </summary>
     Tensor PatchEmbed(Tensor pixels, LinearWeight weight, int patch);
 
+    // ---- decoder (Llama / Qwen2) ----
+    /// <summary>RMSNorm over the last dim as HF Llama: x · rsqrt(mean(x²) + eps) · weight.</summary>
+    Tensor RmsNorm(Tensor x, Tensor weight, float eps);
+    /// <summary>[count, headDim] rotary table for positions position0…: cos in the first half, sin in the second (HF default RoPE).</summary>
+    Tensor RopeTable(int position0, int count, int headDim, double theta);
+    /// <summary>Rotates (HF rotate_half convention) the q heads and k heads of fused rows qkv [T, (Hq + 2·Hkv)·D] in place; row i uses table row i.</summary>
+    void RopeInPlace(Tensor qkv, int qHeads, int kvHeads, int headDim, Tensor table);
+    /// <summary>gateUp [..., 2I] → silu(gate) · up [..., I] (gate in the first half).</summary>
+    Tensor SwiGlu(Tensor gateUp);
+    Kv.KvCacheStorage CreateKvCache(int layers, int kvHeads, int headDim, int blockSize, int blocks);
+    /// <summary>Copies the k and v parts of fused rows qkv [T, (Hq + 2·Hkv)·D] into the cache at positions position0 … position0+T−1.</summary>
+    void WriteKv(Kv.KvCacheStorage cache, int layer, Tensor qkv, int qHeads, ReadOnlySpan<int> blockTable, int position0);
+    /// <summary>
+    /// Causal grouped-query attention of the q part of qkv [T, …] (tokens at positions position0 …) over the cached
+    /// keys/values 0 … position0+T−1 → [T, Hq·D].
+    /// </summary>
+    Tensor CachedAttention(Tensor qkv, int qHeads, Kv.KvCacheStorage cache, int layer, ReadOnlySpan<int> blockTable, int position0, float scale);
+    /// <summary>x[rows[i]] = values[i] for x [T, D] and values [n, D] (e.g. image features into token embeddings).</summary>
+    void SetRows(Tensor x, ReadOnlySpan<int> rows, Tensor values);
+
+    /// <summary>
+    /// Idefics3's pixel shuffle: x [B, S·S, E] (an S×S patch grid) → [B, S·S/s², E·s²], each output row holding an
+    /// s×s neighbourhood in HF's order: out[b, h2·(S/s)+w2, k] = x[b, (h2·s + k / (s·E))·S + w2·s + (k mod s·E) / E, k mod E].
+    /// </summary>
+    Tensor PixelShuffle(Tensor x, int scale);
+
     /// <summary>Rows of table [V, D] gathered by ids → [ids.Length, D]. An id outside [0, V) is an error naming it.</summary>
     Tensor Embedding(Tensor table, ReadOnlySpan<int> ids);
     /// <summary>x [B, T, D] with row [D] put in front of each sequence → [B, T+1, D].</summary>

@@ -46,7 +46,13 @@ public sealed class VisionTransformer
     /// HF hidden_states[layer] for pixel_values [B, C, H, W] → [B, T, D]: 0 is the embedding output
     /// (after pre_layrnorm where the family has one), i the output of encoder layer i. Default: all layers.
     /// </summary>
-    public Tensor HiddenStates(IBackend b, Tensor pixels, int? layer = null)
+    public Tensor HiddenStates(IBackend b, Tensor pixels, int? layer = null) => HiddenStates(b, pixels, layer, default, null);
+
+    /// <summary>
+    /// As above, with explicit position ids per patch (all images' patches, row-major; Idefics3's bucketised positions
+    /// for partly padded images) and a patch key mask [B, N] (0 = padding patch) for the encoder.
+    /// </summary>
+    public Tensor HiddenStates(IBackend b, Tensor pixels, int? layer, ReadOnlySpan<int> positionIds, Tensor? keyMask)
     {
         CheckPixels(pixels);
         var x = b.PatchEmbed(pixels, _patchEmbedding, Spec.PatchSize);
@@ -56,14 +62,19 @@ public sealed class VisionTransformer
             x.Dispose();
             x = withCls;
         }
-        b.AddInPlace(x, _positions);
+        if (positionIds.IsEmpty) b.AddInPlace(x, _positions);
+        else
+        {
+            using var pos = b.Embedding(_positions, positionIds);
+            b.AddInPlace(x, pos);
+        }
         if (_preLn is LayerNormWeights ln)
         {
             var y = ln.Apply(b, x);
             x.Dispose();
             x = y;
         }
-        Encoder.Forward(b, x, causal: false, keyMask: null, count: layer);
+        Encoder.Forward(b, x, causal: false, keyMask: keyMask, count: layer);
         return x;
     }
 }

@@ -43,18 +43,28 @@ public sealed class Weights : IDisposable
 
     /// <summary>Several Linear layers with the same input stacked into one [Σout, in] weight (outputs side by side).</summary>
     public LinearWeight StackedLinear(IReadOnlyList<string> prefixes, int outFeaturesEach, int inFeatures)
+        => StackedLinear(prefixes, prefixes.Select(_ => outFeaturesEach).ToArray(), inFeatures, bias: true);
+
+    public LinearWeight StackedLinear(IReadOnlyList<string> prefixes, IReadOnlyList<int> outFeatures, int inFeatures, bool bias)
     {
-        int n = prefixes.Count;
-        var w = new float[(long)n * outFeaturesEach * inFeatures];
-        var b = new float[n * outFeaturesEach];
-        for (int i = 0; i < n; i++)
+        int total = outFeatures.Sum();
+        var w = new float[(long)total * inFeatures];
+        var b = bias ? new float[total] : [];
+        int row = 0;
+        for (int i = 0; i < prefixes.Count; i++)
         {
-            Folder.Get(prefixes[i] + ".weight", outFeaturesEach, inFeatures).ToFloat(w.AsSpan(i * outFeaturesEach * inFeatures, outFeaturesEach * inFeatures));
-            Folder.Get(prefixes[i] + ".bias", outFeaturesEach).ToFloat(b.AsSpan(i * outFeaturesEach, outFeaturesEach));
-            Tick(); Tick();
+            int o = outFeatures[i];
+            Folder.Get(prefixes[i] + ".weight", o, inFeatures).ToFloat(w.AsSpan(row * inFeatures, o * inFeatures));
+            Tick();
+            if (bias) { Folder.Get(prefixes[i] + ".bias", o).ToFloat(b.AsSpan(row, o)); Tick(); }
+            row += o;
         }
-        return Track(Backend.Linear(w, n * outFeaturesEach, inFeatures, b));
+        return Track(Backend.Linear(w, total, inFeatures, b));
     }
+
+    /// <summary>A Linear that reuses a stored matrix (e.g. lm_head tied to embed_tokens).</summary>
+    public LinearWeight LinearFromTensor(string name, int outFeatures, int inFeatures)
+        => Track(Backend.Linear(Folder.Get(name, outFeatures, inFeatures), null));
 
     /// <summary>A square-kernel Conv2d weight [out, in, k, k] (+ bias) prepared as a Linear [out, in·k·k] for patch embedding.</summary>
     public LinearWeight Conv2dAsLinear(string prefix, int outChannels, int inChannels, int kernel, bool bias)

@@ -29,7 +29,7 @@ public abstract class ImageProcessor
 {
     /// <summary>Processor class names accepted in "image_processor_type" / "feature_extractor_type".</summary>
     public static IReadOnlyList<string> SupportedTypes { get; } =
-        ["CLIPImageProcessor", "CLIPFeatureExtractor", "SiglipImageProcessor"];
+        ["CLIPImageProcessor", "CLIPFeatureExtractor", "SiglipImageProcessor", "Idefics3ImageProcessor", "SmolVLMImageProcessor"];
 
     /// <summary>The processor type named in the config.</summary>
     public string ProcessorType { get; }
@@ -77,6 +77,8 @@ public abstract class ImageProcessor
         {
             "CLIPImageProcessor" or "CLIPFeatureExtractor" => new ClipImageProcessor(config, type),
             "SiglipImageProcessor" => new SiglipImageProcessor(config, type),
+            // SmolVLM's processor is HF's Idefics3 one under another name.
+            "Idefics3ImageProcessor" or "SmolVLMImageProcessor" => new Idefics3ImageProcessor(config, type),
             _ => throw new FastMMException(
                 $"Preprocessor config '{config.Source}': field 'image_processor_type' is '{type}', which is not supported; supported: {string.Join(", ", SupportedTypes)}."),
         };

@@ -252,5 +252,163 @@ public sealed class CpuBackend : IBackend
         return y;
     }
 
+    // ---- decoder ops ----
+
+    public Tensor RmsNorm(Tensor x, Tensor weight, float eps)
+    {
+        Check(x);
+        int d = x.Dim(-1), rows = (int)(x.Length / d);
+        if (weight.Length != d) throw new ArgumentException($"RmsNorm: weight {weight} does not match width {d}");
+        var y = New((int[])x.Shape.Clone());
+        float[] xa = (float[])x.Storage!, ya = (float[])y.Storage!, wa = (float[])weight.Storage!;
+        CpuParallel.For(rows, r =>
+        {
+            var xr = xa.AsSpan(r * d, d); var yr = ya.AsSpan(r * d, d);
+            float inv = 1f / MathF.Sqrt(TensorPrimitives.Dot(xr, xr) / d + eps);
+            TensorPrimitives.Multiply(xr, inv, yr);
+            TensorPrimitives.Multiply(yr, wa.AsSpan(0, d), yr);
+        });
+        return y;
+    }
+
+    public Tensor RopeTable(int position0, int count, int headDim, double theta)
+    {
+        if (headDim % 2 != 0) throw new ArgumentException($"RoPE needs an even head size, got {headDim}");
+        int half = headDim / 2;
+        var t = New(count, headDim);
+        var d = Data(t);
+        for (int i = 0; i < count; i++)
+            for (int j = 0; j < half; j++)
+            {
+                double angle = (position0 + i) / Math.Pow(theta, 2.0 * j / headDim);
+                d[i * headDim + j] = (float)Math.Cos(angle);
+                d[i * headDim + half + j] = (float)Math.Sin(angle);
+            }
+        return t;
+    }
+
+    public void RopeInPlace(Tensor qkv, int qHeads, int kvHeads, int headDim, Tensor table)
+    {
+        Check(qkv);
+        int width = qkv.Dim(-1), rows = (int)(qkv.Length / width), half = headDim / 2;
+        if (width != (qHeads + 2 * kvHeads) * headDim) throw new ArgumentException($"RoPE: width {width} is not (Hq + 2·Hkv)·D");
+        if (table.Dim(0) != rows || table.Dim(1) != headDim) throw new ArgumentException($"RoPE: table {table} does not cover {rows} rows");
+        float[] a = (float[])qkv.Storage!, tb = (float[])table.Storage!;
+        int rotated = qHeads + kvHeads; // q heads then k heads sit first in each row; v is not rotated
+        CpuParallel.For(rows, r =>
+        {
+            var cos = tb.AsSpan(r * headDim, half); var sin = tb.AsSpan(r * headDim + half, half);
+            for (int h = 0; h < rotated; h++)
+            {
+                var x = a.AsSpan(r * width + h * headDim, headDim);
+                for (int j = 0; j < half; j++)
+                {
+                    float x1 = x[j], x2 = x[j + half];
+                    x[j] = x1 * cos[j] - x2 * sin[j];
+                    x[j + half] = x2 * cos[j] + x1 * sin[j];
+                }
+            }
+        });
+    }
+
+    public Tensor SwiGlu(Tensor gateUp)
+    {
+        Check(gateUp);
+        int w = gateUp.Dim(-1), inter = w / 2, rows = (int)(gateUp.Length / w);
+        if (w % 2 != 0) throw new ArgumentException($"SwiGlu: width {w} is odd");
+        var shape = (int[])gateUp.Shape.Clone(); shape[^1] = inter;
+        var y = New(shape);
+        float[] g = (float[])gateUp.Storage!, ya = (float[])y.Storage!;
+        CpuParallel.For(rows, r =>
+        {
+            var dst = ya.AsSpan(r * inter, inter);
+            g.AsSpan(r * w, inter).CopyTo(dst);
+            MathKernels.Activate(dst, Activation.Silu);
+            TensorPrimitives.Multiply(dst, g.AsSpan(r * w + inter, inter), dst);
+        });
+        return y;
+    }
+
+    private sealed class CpuKvStorage : Kv.KvCacheStorage
+    {
+        public readonly float[][] K, V;
+        public CpuKvStorage(int layers, int kvHeads, int headDim, int blockSize, int blocks)
+        {
+            Layers = layers; KvHeads = kvHeads; HeadDim = headDim; BlockSize = blockSize; Blocks = blocks;
+            long perLayer = (long)blocks * blockSize * kvHeads * headDim;
+            if (perLayer > Array.MaxLength) throw new FastMMException($"KV cache of {blocks * blockSize} tokens is too large for one CPU array per layer");
+            K = new float[layers][]; V = new float[layers][];
+            for (int l = 0; l < layers; l++) { K[l] = new float[perLayer]; V[l] = new float[perLayer]; }
+        }
+        public override void Dispose() { }
+    }
+
+    public Kv.KvCacheStorage CreateKvCache(int layers, int kvHeads, int headDim, int blockSize, int blocks)
+        => new CpuKvStorage(layers, kvHeads, headDim, blockSize, blocks);
+
+    public void WriteKv(Kv.KvCacheStorage cache, int layer, Tensor qkv, int qHeads, ReadOnlySpan<int> blockTable, int position0)
+    {
+        Check(qkv);
+        var c = (CpuKvStorage)cache;
+        int kvw = c.KvHeads * c.HeadDim, width = qkv.Dim(-1), rows = (int)(qkv.Length / width), bs = c.BlockSize;
+        if (width != qHeads * c.HeadDim + 2 * kvw) throw new ArgumentException($"WriteKv: width {width} does not match the cache's heads");
+        if ((long)blockTable.Length * bs < position0 + rows) throw new ArgumentException("WriteKv: positions beyond the reserved blocks");
+        var src = Data(qkv);
+        float[] k = c.K[layer], v = c.V[layer];
+        int qw = qHeads * c.HeadDim;
+        for (int i = 0; i < rows; i++)
+        {
+            int pos = position0 + i;
+            long dst = ((long)blockTable[pos / bs] * bs + pos % bs) * kvw;
+            src.Slice(i * width + qw, kvw).CopyTo(k.AsSpan((int)dst, kvw));
+            src.Slice(i * width + qw + kvw, kvw).CopyTo(v.AsSpan((int)dst, kvw));
+        }
+    }
+
+    public Tensor CachedAttention(Tensor qkv, int qHeads, Kv.KvCacheStorage cache, int layer, ReadOnlySpan<int> blockTable, int position0, float scale)
+    {
+        Check(qkv);
+        var c = (CpuKvStorage)cache;
+        int width = qkv.Dim(-1), rows = (int)(qkv.Length / width);
+        var o = New(rows, qHeads * c.HeadDim);
+        AttentionKernel.RunPaged(Data(qkv), width, c.K[layer], c.V[layer], c.KvHeads * c.HeadDim, blockTable, c.BlockSize,
+            Data(o), rows, position0 + rows, qHeads, c.KvHeads, c.HeadDim, scale);
+        return o;
+    }
+
+    public void SetRows(Tensor x, ReadOnlySpan<int> rows, Tensor values)
+    {
+        Check(x); Check(values);
+        int d = x.Dim(-1), n = (int)(x.Length / d);
+        if (values.Dim(-1) != d || values.Length / d != rows.Length) throw new ArgumentException($"SetRows: {values} does not hold {rows.Length} rows of {d}");
+        var xd = Data(x); var vd = Data(values);
+        for (int i = 0; i < rows.Length; i++)
+        {
+            if ((uint)rows[i] >= (uint)n) throw new ArgumentOutOfRangeException(nameof(rows), $"row {rows[i]} outside [0, {n})");
+            vd.Slice(i * d, d).CopyTo(xd.Slice(rows[i] * d, d));
+        }
+    }
+
+    public Tensor PixelShuffle(Tensor x, int scale)
+    {
+        Check(x);
+        int b = x.Dim(0), seq = x.Dim(1), e = x.Dim(2), side = (int)Math.Round(Math.Sqrt(seq));
+        if (side * side != seq || side % scale != 0) throw new ArgumentException($"PixelShuffle: {seq} patches are not a square grid divisible by {scale}");
+        int outSide = side / scale, k = e * scale * scale, se = scale * e;
+        var y = New(b, outSide * outSide, k);
+        var xd = Data(x); var yd = Data(y);
+        for (int bi = 0; bi < b; bi++)
+            for (int h2 = 0; h2 < outSide; h2++)
+                for (int w2 = 0; w2 < outSide; w2++)
+                    for (int dy = 0; dy < scale; dy++)
+                    {
+                        // One output row's chunk dy·s·E … holds s consecutive patches of input row h2·s + dy.
+                        int srcRow = (h2 * scale + dy) * side + w2 * scale;
+                        int dst = ((bi * outSide + h2) * outSide + w2) * k + dy * se;
+                        xd.Slice((bi * seq + srcRow) * e, se).CopyTo(yd.Slice(dst, se));
+                    }
+        return y;
+    }
+
     public void Dispose() { }
 }

@@ -68,5 +68,26 @@ public sealed class ProfilingBackend : IBackend
         return Time("SelectRows", () => _inner.SelectRows(x, p));
     }
     public Tensor Repeat(Tensor row, int batch) => Time("Repeat", () => _inner.Repeat(row, batch));
+    public Tensor RmsNorm(Tensor x, Tensor weight, float eps) => Time("RmsNorm", () => _inner.RmsNorm(x, weight, eps));
+    public Tensor RopeTable(int position0, int count, int headDim, double theta) => Time("RopeTable", () => _inner.RopeTable(position0, count, headDim, theta));
+    public void RopeInPlace(Tensor qkv, int qHeads, int kvHeads, int headDim, Tensor table) => Time("Rope", () => _inner.RopeInPlace(qkv, qHeads, kvHeads, headDim, table));
+    public Tensor SwiGlu(Tensor gateUp) => Time("SwiGlu", () => _inner.SwiGlu(gateUp));
+    public Kv.KvCacheStorage CreateKvCache(int layers, int kvHeads, int headDim, int blockSize, int blocks) => _inner.CreateKvCache(layers, kvHeads, headDim, blockSize, blocks);
+    public void WriteKv(Kv.KvCacheStorage cache, int layer, Tensor qkv, int qHeads, ReadOnlySpan<int> blockTable, int position0)
+    {
+        var t = blockTable.ToArray();
+        Time("WriteKv", () => _inner.WriteKv(cache, layer, qkv, qHeads, t, position0));
+    }
+    public Tensor CachedAttention(Tensor qkv, int qHeads, Kv.KvCacheStorage cache, int layer, ReadOnlySpan<int> blockTable, int position0, float scale)
+    {
+        var t = blockTable.ToArray();
+        return Time("CachedAttention", () => _inner.CachedAttention(qkv, qHeads, cache, layer, t, position0, scale));
+    }
+    public void SetRows(Tensor x, ReadOnlySpan<int> rows, Tensor values)
+    {
+        var r = rows.ToArray();
+        Time("SetRows", () => _inner.SetRows(x, r, values));
+    }
+    public Tensor PixelShuffle(Tensor x, int scale) => Time("PixelShuffle", () => _inner.PixelShuffle(x, scale));
     public void Dispose() => _inner.Dispose();
 }

@@ -42,12 +42,46 @@ public static unsafe class AttentionKernel
         fixed (float* pq = q) fixed (float* pk = k) fixed (float* pv = v) fixed (float* po = o) fixed (float* pm = keyMask)
         {
             var job = t_job ??= new AttentionJob();
-            job.Setup(pq, qStride, pk, kStride, pv, vStride, po, keyMask.Length == 0 ? null : pm, batch, tq, tk, heads, headDim, scale, causal, CpuFeatures.Level);
+            job.Setup(pq, qStride, pk, kStride, pv, vStride, po, keyMask.Length == 0 ? null : pm, batch, tq, tk, heads, heads, headDim, scale, causal, CpuFeatures.Level, null, 0);
             try
             {
                 // Phase 1 packs Kᵀ and V once per (batch, head); phase 2's query blocks all read those packs.
                 job.Packing = true;
-                CpuParallel.Run(job, batch * heads);
+                CpuParallel.Run(job, job.PackTasks);
+                job.Packing = false;
+                CpuParallel.Run(job, job.Tasks);
+            }
+            finally { job.Clear(); }
+        }
+    }
+
+    /// <summary>
+    /// Causal attention of one sequence's new tokens over its paged KV cache, with grouped-query heads.
+    /// q [tq, heads·D] (row stride qStride) holds the tokens at positions tk − tq … tk − 1; keys and values for
+    /// positions 0 … tk − 1 live in the cache pools (row = kvHeads·D floats, stride kvStride) at block
+    /// blockTable[pos / blockSize], row pos % blockSize. o is [tq, heads·D].
+    /// </summary>
+    public static void RunPaged(ReadOnlySpan<float> q, int qStride, ReadOnlySpan<float> kPool, ReadOnlySpan<float> vPool, int kvStride,
+        ReadOnlySpan<int> blockTable, int blockSize, Span<float> o, int tq, int tk, int heads, int kvHeads, int headDim, float scale)
+    {
+        if (heads % kvHeads != 0) throw new ArgumentException($"Attention: {heads} query heads are not a multiple of {kvHeads} KV heads");
+        if (tq > tk || tq < 0) throw new ArgumentException($"Attention: {tq} new tokens but only {tk} cached");
+        if ((long)blockTable.Length * blockSize < tk) throw new ArgumentException("Attention: the block table does not cover the sequence");
+        if (kvStride < kvHeads * headDim || o.Length < (long)tq * heads * headDim || q.Length < (long)Math.Max(0, tq - 1) * qStride + heads * headDim)
+            throw new ArgumentException("Attention: q/o/cache spans are shorter than their shapes");
+        long poolRows = kPool.Length / kvStride;
+        foreach (int blk in blockTable[..((tk + blockSize - 1) / blockSize)])
+            if (blk < 0 || (long)(blk + 1) * blockSize > poolRows || (long)(blk + 1) * blockSize * kvStride > vPool.Length)
+                throw new ArgumentException($"Attention: block {blk} is outside the cache pool");
+        if (tq == 0) return;
+        fixed (float* pq = q) fixed (float* pk = kPool) fixed (float* pv = vPool) fixed (float* po = o) fixed (int* pt = blockTable)
+        {
+            var job = t_job ??= new AttentionJob();
+            job.Setup(pq, qStride, pk, kvStride, pv, kvStride, po, null, 1, tq, tk, heads, kvHeads, headDim, scale, causal: true, CpuFeatures.Level, pt, blockSize);
+            try
+            {
+                job.Packing = true;
+                CpuParallel.Run(job, job.PackTasks);
                 job.Packing = false;
                 CpuParallel.Run(job, job.Tasks);
             }
@@ -60,7 +94,10 @@ public static unsafe class AttentionKernel
     private sealed class AttentionJob : CpuParallel.IWork
     {
         private float* _q, _k, _v, _o, _mask;
-        private int _batch, _tq, _tk, _heads, _d, _qBlocks, _maxBlock, _mr, _vPanels;
+        private int _batch, _tq, _tk, _heads, _kvHeads, _group, _d, _qBlocks, _maxBlock, _mr, _vPanels;
+        private int* _blockTable;
+        private int _blockSize;
+        public int PackTasks;
         private long _qStride, _kStride, _vStride;
         public bool Packing;
         // Per (batch, head): Kᵀ as 32-key panels [keyPanels][d][32] then V as 32-column panels [vPanels][tkPadded][32].
@@ -75,9 +112,10 @@ public static unsafe class AttentionKernel
 
         [ThreadStatic] private static AlignedBuffer? t_scratch;
 
-        public void Setup(float* q, long qStride, float* k, long kStride, float* v, long vStride, float* o, float* mask, int batch, int tq, int tk, int heads, int d,
-            float scale, bool causal, SimdLevel level)
+        public void Setup(float* q, long qStride, float* k, long kStride, float* v, long vStride, float* o, float* mask, int batch, int tq, int tk, int heads, int kvHeads, int d,
+            float scale, bool causal, SimdLevel level, int* blockTable, int blockSize)
         {
+            _kvHeads = kvHeads; _group = heads / kvHeads; _blockTable = blockTable; _blockSize = blockSize;
             _q = q; _k = k; _v = v; _qStride = qStride; _kStride = kStride; _vStride = vStride; _o = o; _mask = mask; _batch = batch; _tq = tq; _tk = tk; _heads = heads; _d = d;
             _scale = scale; _causal = causal; _level = level;
             _mr = GemmKernels.MaxRows(level);
@@ -91,17 +129,22 @@ public static unsafe class AttentionKernel
             _keyPanels = (tk + W - 1) / W;
             long tkPadded = (long)_keyPanels * W;
             _kvPackSize = ((long)_keyPanels * d * W + _vPanels * tkPadded * W + 15) & ~15L;
-            _kvPacks = _kvBuffer.Get(checked((int)(_kvPackSize * batch * heads)));
+            PackTasks = batch * kvHeads;
+            _kvPacks = _kvBuffer.Get(checked((int)(_kvPackSize * PackTasks)));
         }
 
-        public void Clear() { _q = _k = _v = _o = _mask = _kvPacks = null; }
+        public void Clear() { _q = _k = _v = _o = _mask = _kvPacks = null; _blockTable = null; }
 
-        private float* KeyPack(int b, int h) => _kvPacks + (long)(b * _heads + h) * _kvPackSize;
-        private float* ValuePack(int b, int h) => KeyPack(b, h) + (long)_keyPanels * _d * W;
+        /// <summary>Packs per (batch, KV head); query head h reads KV head h / group.</summary>
+        private float* KeyPack(int b, int g) => _kvPacks + (long)(b * _kvHeads + g) * _kvPackSize;
+        private float* ValuePack(int b, int g) => KeyPack(b, g) + (long)_keyPanels * _d * W;
+
+        /// <summary>Row index of token `key` of sequence b in the K/V arrays (through the block table when paged).</summary>
+        private long Row(int b, int key) => _blockTable == null ? (long)b * _tk + key : (long)_blockTable[key / _blockSize] * _blockSize + key % _blockSize;
 
         private void PackKeysAndValues(int task)
         {
-            int h = task % _heads, b = task / _heads, d = _d, tk = _tk;
+            int h = task % _kvHeads, b = task / _kvHeads, d = _d, tk = _tk;
             long tkPadded = (long)_keyPanels * W;
             float* kt = KeyPack(b, h);
             for (int p = 0; p < _keyPanels; p++)
@@ -112,7 +155,7 @@ public static unsafe class AttentionKernel
                     int key = p * W + c;
                     if (key < tk)
                     {
-                        float* src = _k + ((long)b * tk + key) * _kStride + (long)h * d;
+                        float* src = _k + Row(b, key) * _kStride + (long)h * d;
                         for (int j = 0; j < d; j++) panel[j * W + c] = src[j];
                     }
                     else for (int j = 0; j < d; j++) panel[j * W + c] = 0f;
@@ -125,7 +168,7 @@ public static unsafe class AttentionKernel
                 int cols = Math.Min(W, d - p * W);
                 for (int j = 0; j < tk; j++)
                 {
-                    float* src = _v + ((long)b * tk + j) * _vStride + (long)h * d + p * W;
+                    float* src = _v + Row(b, j) * _vStride + (long)h * d + p * W;
                     float* dst = panel + (long)j * W;
                     new ReadOnlySpan<float>(src, cols).CopyTo(new Span<float>(dst, cols));
                     if (cols < W) new Span<float>(dst + cols, W - cols).Clear();
@@ -154,7 +197,7 @@ public static unsafe class AttentionKernel
             float* scratch = (t_scratch ??= new AlignedBuffer()).Get(qSize + sSize + pSize + oSize + 2 * rowSize);
             float* qPack = scratch, s = qPack + qSize, pPack = s + sSize,
                 oAcc = pPack + pSize, rowMax = oAcc + oSize, rowSum = rowMax + rowSize;
-            float* kt = KeyPack(b, h), vPack = ValuePack(b, h);
+            float* kt = KeyPack(b, h / _group), vPack = ValuePack(b, h / _group);
             long tkPadded = (long)_keyPanels * W;
 
             if (kEnd > 0)

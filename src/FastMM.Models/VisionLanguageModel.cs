@@ -1,0 +1,61 @@
+using FastMM.Kv;
+using FastMM.Models.Blocks;
+
+namespace FastMM.Models;
+
+/// <summary>
+/// A generative VLM: an image encoder + connector producing one embedding per image token, and a causal LM
+/// whose prompt embeddings get those features at the image-token positions (HF's merge of image features).
+/// </summary>
+public abstract class VisionLanguageModel : IDisposable
+{
+    protected readonly Weights W;
+    public IBackend Backend => W.Backend;
+    public CausalLm Text { get; protected init; } = null!;
+    public abstract string ModelType { get; }
+    /// <summary>The token id whose positions receive image features.</summary>
+    public int ImageTokenId { get; protected init; }
+    /// <summary>Side of the square pixel_values the vision tower takes.</summary>
+    public abstract int ImageSize { get; }
+
+    protected VisionLanguageModel(Weights w) { W = w; }
+
+    /// <summary>
+    /// Image features [n, textHidden] for pixel_values [N, 3, S, S] (and Idefics3's pixel_attention_mask [N, S, S]),
+    /// in the order the prompt's image tokens consume them.
+    /// </summary>
+    public abstract Tensor ImageFeatures(Tensor pixels, ReadOnlySpan<bool> pixelAttentionMask);
+
+    /// <summary>How many image tokens one image (or tile) becomes.</summary>
+    public abstract int TokensPerImage { get; }
+
+    /// <summary>Prompt embeddings [T, D]: token embeddings with the image features placed at the image-token positions.</summary>
+    public Tensor EmbedPrompt(ReadOnlySpan<int> ids, Tensor? imageFeatures)
+    {
+        var x = Text.Embed(ids);
+        var rows = new List<int>();
+        for (int i = 0; i < ids.Length; i++) if (ids[i] == ImageTokenId) rows.Add(i);
+        int features = imageFeatures is null ? 0 : imageFeatures.Dim(0);
+        if (rows.Count != features)
+        {
+            x.Dispose();
+            throw new FastMMException($"the prompt has {rows.Count} image tokens (id {ImageTokenId}) but the images give {features} image features");
+        }
+        if (features > 0) Backend.SetRows(x, rows.ToArray(), imageFeatures!);
+        return x;
+    }
+
+    /// <summary>Runs prompt or decode embeddings through the text model (see <see cref="CausalLm.Forward"/>).</summary>
+    public Tensor Forward(Tensor embeddings, KvSequence seq, bool allLogits, int ropeOffset = 0)
+        => Text.Forward(embeddings, seq, allLogits, ropeOffset);
+
+    /// <summary>A KV cache sized for this model's text decoder.</summary>
+    public KvCache CreateCache(int capacityTokens, int blockSize = 16)
+        => new(Backend, Text.Spec.Layers, Text.Spec.KvHeads, Text.Spec.HeadDim, capacityTokens, blockSize);
+
+    public void Dispose()
+    {
+        W.Dispose();
+        GC.SuppressFinalize(this);
+    }
+}

@@ -1,0 +1,154 @@
+using System.Runtime.CompilerServices;
+using FastMM.Kv;
+using FastMM.Models;
+using FastMM.Runtime.Tokenizers;
+
+namespace FastMM.Runtime.Generation;
+
+/// <summary>What to generate: the prompt (token ids, already expanded with image tokens) and how to sample and stop.</summary>
+public sealed record GenerationRequest
+{
+    public required int[] PromptIds { get; init; }
+    /// <summary>Image features for the prompt's image tokens ([n, hidden] on the model's backend), or null. Owned by the caller.</summary>
+    public Tensor? ImageFeatures { get; init; }
+    public SamplingOptions Sampling { get; init; } = SamplingOptions.Greedy;
+    public int MaxNewTokens { get; init; } = 256;
+    /// <summary>Token ids that end generation (generation_config's eos_token_id); the EOS itself is not emitted as text.</summary>
+    public IReadOnlyList<int> EosTokenIds { get; init; } = [];
+    public IReadOnlyList<string> StopStrings { get; init; } = [];
+    /// <summary>RoPE position of the first prompt token (HF's left-padding offset); normally 0.</summary>
+    public int RopeOffset { get; init; }
+}
+
+/// <summary>One streamed piece: new text (may be empty while a multi-byte character is incomplete) and the token that produced it.</summary>
+public readonly record struct GenerationChunk(string Text, int TokenId);
+
+public enum FinishReason { Eos, StopString, MaxTokens, Cancelled }
+
+/// <summary>The final result of a generation: all new token ids, the text, and why it stopped.</summary>
+public sealed record GenerationResult(int[] TokenIds, string Text, FinishReason Reason, int PromptTokens, double PrefillMs, double DecodeMs)
+{
+    /// <summary>The EOS id that ended generation (Reason == Eos).</summary>
+    public int? EosTokenId { get; init; }
+}
+
+/// <summary>
+/// Prefill + decode over the runtime's paged KV cache. One generator per loaded model; each call owns its
+/// sequence, so many conversations may generate concurrently (they share the cache pool; the CPU kernels
+/// serialise on the worker pool). The context window is checked before any compute.
+/// </summary>
+public sealed class Generator : IDisposable
+{
+    private readonly VisionLanguageModel _model;
+    private readonly Tokenizer _tokenizer;
+    private readonly KvCache _cache;
+
+    public int ContextWindow { get; }
+    public KvCache Cache => _cache;
+
+    /// <param name="cacheTokens">KV-cache pool size in tokens (shared by concurrent sequences); default: the context window.</param>
+    public Generator(VisionLanguageModel model, Tokenizer tokenizer, int? contextWindow = null, int? cacheTokens = null)
+    {
+        _model = model; _tokenizer = tokenizer;
+        ContextWindow = Math.Min(contextWindow ?? model.Text.Spec.MaxPositions, model.Text.Spec.MaxPositions);
+        _cache = model.CreateCache(cacheTokens ?? ContextWindow);
+    }
+
+    /// <summary>Refuses, before any compute, a prompt that leaves no room in the context window.</summary>
+    public void CheckFits(int promptTokens, int maxNewTokens, int imageTokens = 0)
+    {
+        if (maxNewTokens < 0) throw new FastMMException($"max_new_tokens must be >= 0, got {maxNewTokens}");
+        if (promptTokens + maxNewTokens > ContextWindow)
+            throw new FastMMException(
+                $"prompt of {promptTokens} tokens ({imageTokens} of them image tokens) + max_new_tokens {maxNewTokens} = {promptTokens + maxNewTokens} exceeds the context window of {ContextWindow} tokens");
+    }
+
+    /// <summary>Runs to completion; the text is streamed through onChunk when given.</summary>
+    public GenerationResult Generate(GenerationRequest request, Action<GenerationChunk>? onChunk = null, CancellationToken ct = default)
+    {
+        var ids = new List<int>();
+        var sw = System.Diagnostics.Stopwatch.StartNew();
+        double prefillMs = 0;
+        FinishReason reason = FinishReason.MaxTokens;
+        int? eos = null;
+        var text = new System.Text.StringBuilder();
+        foreach (var step in Steps(request, ct))
+        {
+            if (step.Kind == StepKind.PrefillDone) { prefillMs = sw.Elapsed.TotalMilliseconds; continue; }
+            if (step.Kind == StepKind.Token && step.Token < 0) { text.Append(step.Text); onChunk?.Invoke(new GenerationChunk(step.Text, step.Token)); continue; }
+            if (step.Kind == StepKind.Finished) { reason = step.Reason; if (reason == FinishReason.Eos) eos = step.Token; break; }
+            ids.Add(step.Token);
+            text.Append(step.Text);
+            onChunk?.Invoke(new GenerationChunk(step.Text, step.Token));
+        }
+        return new GenerationResult(ids.ToArray(), text.ToString(), reason, request.PromptIds.Length, prefillMs, sw.Elapsed.TotalMilliseconds - prefillMs) { EosTokenId = eos };
+    }
+
+    /// <summary>Streams text as it is generated. Cancelling ends the stream (the generator stays usable).</summary>
+    public async IAsyncEnumerable<GenerationChunk> StreamAsync(GenerationRequest request, [EnumeratorCancellation] CancellationToken ct = default)
+    {
+        // Each step is CPU work: hop off the caller's context once, then yield per token.
+        await Task.Yield();
+        foreach (var step in Steps(request, ct))
+        {
+            if (step.Kind == StepKind.Finished) yield break;
+            if (step.Kind == StepKind.Token) yield return new GenerationChunk(step.Text, step.Token);
+        }
+    }
+
+    private enum StepKind { PrefillDone, Token, Finished }
+    private readonly record struct Step(StepKind Kind, int Token, string Text, FinishReason Reason);
+
+    private IEnumerable<Step> Steps(GenerationRequest r, CancellationToken ct)
+    {
+        int imageTokens = r.PromptIds.Count(id => id == _model.ImageTokenId);
+        if (r.PromptIds.Length == 0) throw new FastMMException("the prompt is empty");
+        CheckFits(r.PromptIds.Length, r.MaxNewTokens, imageTokens);
+        var sampler = new Sampler(r.Sampling);
+        var detok = new StreamingDetokenizer(_tokenizer);
+        var stops = r.StopStrings.Count > 0 ? new StopStrings(r.StopStrings) : null;
+        using var seq = _cache.NewSequence(r.PromptIds.Length + r.MaxNewTokens);
+        var history = new List<int>(r.PromptIds);
+        var b = _model.Backend;
+
+        if (r.MaxNewTokens == 0) { yield return new Step(StepKind.Finished, 0, "", FinishReason.MaxTokens); yield break; }
+        ct.ThrowIfCancellationRequested();
+        Tensor logits;
+        using (var embeds = _model.EmbedPrompt(r.PromptIds, r.ImageFeatures))
+            logits = _model.Forward(embeds, seq, allLogits: false, r.RopeOffset);
+        yield return new Step(StepKind.PrefillDone, 0, "", default);
+
+        var row = new float[_model.Text.Vocab];
+        var one = new int[1];
+        for (int produced = 0; ; produced++)
+        {
+            using (logits) b.ToHost(logits, row);
+            int token = sampler.Sample(row, System.Runtime.InteropServices.CollectionsMarshal.AsSpan(history));
+            if (r.EosTokenIds.Contains(token))
+            {
+                string tail = detok.Flush();
+                if (tail.Length > 0) yield return new Step(StepKind.Token, -1, tail, default);
+                yield return new Step(StepKind.Finished, token, "", FinishReason.Eos);
+                yield break;
+            }
+            history.Add(token);
+            string piece = detok.Push(token);
+            if (stops is not null && stops.Check(piece, out int cut))
+            {
+                yield return new Step(StepKind.Token, token, piece[..cut], default);
+                yield return new Step(StepKind.Finished, token, "", FinishReason.StopString);
+                yield break;
+            }
+            bool last = produced + 1 >= r.MaxNewTokens;
+            if (last) piece += detok.Flush();
+            yield return new Step(StepKind.Token, token, piece, default);
+            if (last) { yield return new Step(StepKind.Finished, token, "", FinishReason.MaxTokens); yield break; }
+            if (ct.IsCancellationRequested) { yield return new Step(StepKind.Finished, token, "", FinishReason.Cancelled); yield break; }
+            one[0] = token;
+            using var e = _model.Text.Embed(one);
+            logits = _model.Forward(e, seq, allLogits: false, r.RopeOffset);
+        }
+    }
+
+    public void Dispose() => _cache.Dispose();
+}
