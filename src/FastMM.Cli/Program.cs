@@ -5,10 +5,10 @@ namespace FastMM.Cli;
 
 public static class Program
 {
-    public static int Main(string[] args) => Run(args, Console.Out, Console.Error);
+    public static int Main(string[] args) => Run(args, Console.Out, Console.Error, Console.In);
 
     /// <summary>Runs the CLI with the given writers (tests call this in-process).</summary>
-    public static int Run(string[] args, TextWriter stdout, TextWriter stderr)
+    public static int Run(string[] args, TextWriter stdout, TextWriter stderr, TextReader? stdin = null)
     {
         var root = new RootCommand("fastmm — run vision-language models from Hugging Face folders");
         root.Add(CommonOptions.Backend);
@@ -18,6 +18,11 @@ public static class Program
         root.Add(SearchCommand.Create(stdout, stderr));
         root.Add(RankCommand.Create(stdout, stderr));
         root.Add(BenchCommand.Create(stdout, stderr));
+        root.Add(AskCommand.Create(stdout, stderr));
+        root.Add(AskCommand.Create(stdout, stderr, caption: true));
+        root.Add(ChatCommand.Create(stdin ?? TextReader.Null, stdout, stderr));
+        root.Add(GenerateCommand.Create(stdout, stderr));
+        root.Add(TokensCommand.Create(stdout, stderr));
 
 
 

@@ -91,7 +91,12 @@ public sealed class Generator : IDisposable
         await Task.Yield();
         foreach (var step in Steps(request, ct))
         {
-            if (step.Kind == StepKind.Finished) yield break;
+            if (step.Kind == StepKind.Finished)
+            {
+                // An async stream reports cancellation the .NET way; the sequence's cache blocks are already released.
+                if (step.Reason == FinishReason.Cancelled) ct.ThrowIfCancellationRequested();
+                yield break;
+            }
             if (step.Kind == StepKind.Token) yield return new GenerationChunk(step.Text, step.Token);
         }
     }
@@ -120,34 +125,46 @@ public sealed class Generator : IDisposable
 
         var row = new float[_model.Text.Vocab];
         var one = new int[1];
+        int emitted = 0; // with stop strings: how much of stops.Text has been streamed (text that may start a stop is held back)
         for (int produced = 0; ; produced++)
         {
             using (logits) b.ToHost(logits, row);
             int token = sampler.Sample(row, System.Runtime.InteropServices.CollectionsMarshal.AsSpan(history));
             if (r.EosTokenIds.Contains(token))
             {
-                string tail = detok.Flush();
+                string tail = Release(stops, detok.Flush(), ref emitted, final: true);
                 if (tail.Length > 0) yield return new Step(StepKind.Token, -1, tail, default);
                 yield return new Step(StepKind.Finished, token, "", FinishReason.Eos);
                 yield break;
             }
             history.Add(token);
-            string piece = detok.Push(token);
-            if (stops is not null && stops.Check(piece, out int cut))
-            {
-                yield return new Step(StepKind.Token, token, piece[..cut], default);
-                yield return new Step(StepKind.Finished, token, "", FinishReason.StopString);
-                yield break;
-            }
             bool last = produced + 1 >= r.MaxNewTokens;
+            string piece = detok.Push(token);
             if (last) piece += detok.Flush();
-            yield return new Step(StepKind.Token, token, piece, default);
+            string ready = Release(stops, piece, ref emitted, final: last);
+            yield return new Step(StepKind.Token, token, ready, default);
+            if (stops is { Stopped: true }) { yield return new Step(StepKind.Finished, token, "", FinishReason.StopString); yield break; }
             if (last) { yield return new Step(StepKind.Finished, token, "", FinishReason.MaxTokens); yield break; }
             if (ct.IsCancellationRequested) { yield return new Step(StepKind.Finished, token, "", FinishReason.Cancelled); yield break; }
             one[0] = token;
             using var e = _model.Text.Embed(one);
             logits = _model.Forward(e, seq, allLogits: false, r.RopeOffset);
         }
+    }
+
+    /// <summary>
+    /// Without stop strings, new text goes out as it comes. With them, text that could still be the start of a stop
+    /// string is held back until it is clearly not (or, at the end, released); a found stop and what follows are dropped.
+    /// </summary>
+    private static string Release(StopStrings? stops, string piece, ref int emitted, bool final)
+    {
+        if (stops is null) return piece;
+        if (!stops.Stopped) stops.Check(piece, out _);
+        int upTo = stops.Stopped ? stops.StopIndex : final ? stops.Text.Length : stops.SafeLength;
+        if (upTo <= emitted) return "";
+        string text = stops.Text[emitted..upTo];
+        emitted = upTo;
+        return text;
     }
 
     public void Dispose() => _cache.Dispose();

@@ -114,6 +114,11 @@ public static class VlmTensors
     /// <summary>HF generate(do_sample=False): prompt + new tokens per row, rows that end early padded with padId.</summary>
     public static long[] GenerateGreedy(VisionLanguageModel m, Tokenizers.Tokenizer tokenizer, TextInput text, Tensor? features,
         int maxNewTokens, IReadOnlyList<int> eos, int padId, string source, out int width)
+        => Generate(m, tokenizer, text, features, maxNewTokens, eos, padId, SamplingOptions.Greedy, source, out width);
+
+    /// <summary>HF generate(): prompt + new tokens per row (each row sampled as its own sequence), rows that end early padded with padId.</summary>
+    public static long[] Generate(VisionLanguageModel m, Tokenizers.Tokenizer tokenizer, TextInput text, Tensor? features,
+        int maxNewTokens, IReadOnlyList<int> eos, int padId, SamplingOptions sampling, string source, out int width)
     {
         var rows = new List<long[]>();
         int used = 0;
@@ -126,7 +131,7 @@ public static class VlmTensors
             var result = gen.Generate(new GenerationRequest
             {
                 // HF generate() derives positions from the mask (cumsum − 1): each row starts at 0, padded or not.
-                PromptIds = ids, ImageFeatures = rowFeatures, MaxNewTokens = maxNewTokens, EosTokenIds = eos,
+                PromptIds = ids, ImageFeatures = rowFeatures, MaxNewTokens = maxNewTokens, EosTokenIds = eos, Sampling = sampling,
             });
             var newIds = result.TokenIds.Select(x => (long)x).ToList();
             if (result.Reason == FinishReason.Eos) newIds.Add(eos.Count > 0 ? LastEos(result, eos) : padId);

@@ -1,4 +1,3 @@
-using System.Runtime.CompilerServices;
 using System.Text.Json;
 
 namespace FastMM.Runtime.Images;
@@ -42,7 +41,7 @@ public sealed class Idefics3ImageProcessor : ImageProcessor
         _mean = ImageMean.ToArray();
         _std = ImageStd.ToArray();
 
-        var root = Idefics3ConfigAccess.Root(config);
+        var root = config.Root;
         // HF defaults: size {"longest_edge": 4 * 364}, max_image_size {"longest_edge": 364}.
         if (root.TryGetProperty("size", out var size) && size.ValueKind != JsonValueKind.Null)
         {
@@ -272,15 +271,4 @@ public sealed record Idefics3BatchOutput(
     public int MaxFrames => PixelValues.Shape[1];
     public int Height => PixelValues.Height;
     public int Width => PixelValues.Width;
-}
-
-/// <summary>Reads nested size objects ({"longest_edge": n}) that PreprocessorConfig's typed getters do not cover.</summary>
-internal static class Idefics3ConfigAccess
-{
-    // PreprocessorConfig keeps its parsed JSON private and has no accessor for nested objects; this reads the field
-    // without changing that class. Replace with a public accessor once PreprocessorConfig grows one.
-    [UnsafeAccessor(UnsafeAccessorKind.Field, Name = "_root")]
-    private static extern ref readonly JsonElement RootField(PreprocessorConfig config);
-
-    public static JsonElement Root(PreprocessorConfig config) => RootField(config);
 }

@@ -50,6 +50,9 @@ public sealed class PreprocessorConfig
         }
     }
 
+    /// <summary>The parsed JSON object, for processors with nested fields the typed getters do not cover.</summary>
+    internal JsonElement Root => _root;
+
     public bool Has(string field) => _root.TryGetProperty(field, out var v) && v.ValueKind != JsonValueKind.Null;
 
     /// <summary>The processor class name from "image_processor_type" or, for older configs, "feature_extractor_type".</summary>

@@ -1,0 +1,118 @@
+using System.CommandLine;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using FastMM.Runtime;
+using FastMM.Runtime.Generation;
+using FastMM.Runtime.Images;
+
+namespace FastMM.Cli.Commands;
+
+/// <summary>
+/// `fastmm ask` (one question about images, streamed), `fastmm caption`, and `fastmm ask --batch` (JSONL in,
+/// JSONL out). Ctrl-C stops the answer.
+/// </summary>
+internal static class AskCommand
+{
+    public static Command Create(TextWriter stdout, TextWriter stderr, bool caption = false)
+    {
+        var model = CommonOptions.Model();
+        var images = new Option<string[]>("--image") { Description = "image file to ask about (repeat for several)" };
+        var question = new Argument<string?>("question") { Description = "the question", Arity = ArgumentArity.ZeroOrOne };
+        var system = new Option<string?>("--system") { Description = "a system message" };
+        var batch = new Option<FileInfo?>("--batch") { Description = "JSONL input: {\"id\", \"image\" (path or list), \"question\"} per line" };
+        var output = new Option<FileInfo?>("--out") { Description = "JSONL output for --batch: {\"id\", \"answer\"} per line" };
+        var gen = new GenerationOptions();
+        var cmd = caption
+            ? new Command("caption", "Describe an image") { model, images, system }
+            : new Command("ask", "Ask a question about images; the answer streams to stdout") { model, images, question, system, batch, output };
+        gen.AddTo(cmd);
+        cmd.SetHandler(stderr, p =>
+        {
+            using var backend = CommonOptions.CreateBackend(p);
+            var sampling = gen.Sampling(p);
+            int maxNew = gen.MaxNew(p);
+            if (!caption && p.GetValue(batch) is FileInfo input)
+            {
+                if (p.GetValue(output) is not FileInfo outFile) throw new FastMMException("--batch needs --out");
+                if (!input.Exists) throw new FastMMException($"{input.FullName}: batch file not found");
+                using var pipe = Load(p, model, backend, stderr);
+                return RunBatch(pipe, input.FullName, outFile.FullName, p.GetValue(system), sampling, maxNew, gen.Stops(p), stderr);
+            }
+            string text = caption ? "Describe this image." : p.GetValue(question) ?? throw new FastMMException("give a question (or --batch FILE --out FILE)");
+            var decoded = (p.GetValue(images) ?? []).Select(ImageDecoder.Decode).ToList(); // bad images fail before the model loads
+            if (caption && decoded.Count == 0) throw new FastMMException("caption needs --image PATH");
+            using var pipeline = Load(p, model, backend, stderr);
+            var turns = Conversation(p.GetValue(system), text, decoded);
+            using var cts = CancelOnCtrlC();
+            var r = pipeline.Ask(turns, sampling, maxNew, gen.Stops(p), c => { stdout.Write(c.Text); stdout.Flush(); }, cts.Token);
+            stdout.WriteLine();
+            stderr.WriteLine($"[{r.PromptTokens} prompt tokens, {r.TokenIds.Length} generated, {r.Reason}; prefill {r.PrefillMs:F0} ms, " +
+                $"decode {(r.TokenIds.Length > 1 ? (r.TokenIds.Length - 1) / (r.DecodeMs / 1000) : 0):F1} tok/s]");
+            return 0;
+        });
+        return cmd;
+    }
+
+    internal static VlmPipeline Load(ParseResult p, Option<string> model, IBackend backend, TextWriter stderr)
+        => new ProgressBar(stderr).Run("loading weights", prog => VlmPipeline.Load(p.GetValue(model)!, backend, prog));
+
+    internal static List<ChatTurn> Conversation(string? system, string question, IReadOnlyList<RgbImage> images)
+    {
+        var turns = new List<ChatTurn>();
+        if (!string.IsNullOrEmpty(system)) turns.Add(new ChatTurn("system", system));
+        turns.Add(new ChatTurn("user", question, images));
+        return turns;
+    }
+
+    internal static CancellationTokenSource CancelOnCtrlC()
+    {
+        var cts = new CancellationTokenSource();
+        Console.CancelKeyPress += (_, e) => { e.Cancel = true; cts.Cancel(); };
+        return cts;
+    }
+
+    /// <summary>A bad line (malformed JSON, missing image, over the context window) yields an "error" record; the rest still run.</summary>
+    private static int RunBatch(VlmPipeline pipe, string inPath, string outPath, string? system, SamplingOptions sampling, int maxNew,
+        IReadOnlyList<string> stops, TextWriter stderr)
+    {
+        string baseDir = Path.GetDirectoryName(inPath)!;
+        int lineNo = 0, failed = 0, done = 0;
+        using var writer = new StreamWriter(outPath);
+        foreach (string line in File.ReadLines(inPath))
+        {
+            lineNo++;
+            if (string.IsNullOrWhiteSpace(line)) continue;
+            JsonNode? id = null;
+            JsonObject record;
+            try
+            {
+                JsonObject obj;
+                try { obj = JsonNode.Parse(line) as JsonObject ?? throw new FastMMException("not a JSON object"); }
+                catch (JsonException e) { throw new FastMMException($"invalid JSON ({e.Message})"); }
+                id = obj["id"]?.DeepClone();
+                string question = obj["question"] is JsonValue q && q.TryGetValue(out string? qs) ? qs : throw new FastMMException("\"question\" must be a string");
+                var paths = obj["image"] switch
+                {
+                    null => [],
+                    JsonValue v when v.TryGetValue(out string? s) => [s],
+                    JsonArray a => a.Select(x => x is JsonValue xv && xv.TryGetValue(out string? xs) ? xs : throw new FastMMException("\"image\" list must hold paths")).ToList(),
+                    _ => throw new FastMMException("\"image\" must be a path or a list of paths"),
+                };
+                var imgs = paths.Select(pth => ImageDecoder.Decode(RankCommand.ResolvePath(pth, baseDir))).ToList();
+                var r = pipe.Ask(Conversation(system, question, imgs), sampling, maxNew, stops);
+                record = new JsonObject { ["id"] = id, ["answer"] = r.Text.Trim() };
+                done++;
+            }
+            catch (FastMMException e)
+            {
+                failed++;
+                stderr.WriteLine($"{Path.GetFileName(inPath)}:{lineNo}: {e.Message}");
+                record = new JsonObject { ["id"] = id?.DeepClone(), ["error"] = e.Message };
+            }
+            writer.WriteLine(record.ToJsonString());
+            writer.Flush();
+        }
+        stderr.WriteLine($"answered {done} line(s), {failed} failed → {outPath}");
+        return failed == 0 ? 0 : 1;
+    }
+}

@@ -1,0 +1,45 @@
+using System.CommandLine;
+using FastMM.Runtime.Generation;
+
+namespace FastMM.Cli.Commands;
+
+/// <summary>Sampling and stopping flags shared by ask, caption, chat and generate. Greedy unless a sampling flag is given.</summary>
+internal sealed class GenerationOptions
+{
+    public readonly Option<int> MaxNewTokens = new("--max-new-tokens") { Description = "most tokens to generate", DefaultValueFactory = _ => 256 };
+    public readonly Option<float?> Temperature = new("--temperature") { Description = "sampling temperature (0 = greedy)" };
+    public readonly Option<int?> TopK = new("--top-k") { Description = "keep the k most likely tokens" };
+    public readonly Option<float?> TopP = new("--top-p") { Description = "nucleus sampling: keep the smallest set with this much probability" };
+    public readonly Option<float?> MinP = new("--min-p") { Description = "drop tokens below min_p × the top probability" };
+    public readonly Option<float?> RepetitionPenalty = new("--repetition-penalty") { Description = "penalise tokens already in the context (HF semantics)" };
+    public readonly Option<ulong?> Seed = new("--seed") { Description = "random seed for reproducible sampling" };
+    public readonly Option<bool> Greedy = new("--greedy") { Description = "greedy decoding (the default when no sampling flag is given)" };
+    public readonly Option<string[]> Stop = new("--stop") { Description = "stop when this text is generated (repeatable)", AllowMultipleArgumentsPerToken = false };
+
+    public void AddTo(Command c)
+    {
+        foreach (var o in new Option[] { MaxNewTokens, Temperature, TopK, TopP, MinP, RepetitionPenalty, Seed, Greedy, Stop }) c.Add(o);
+    }
+
+    public SamplingOptions Sampling(ParseResult p)
+    {
+        bool anySampling = p.GetValue(Temperature) is not null || p.GetValue(TopK) is not null || p.GetValue(TopP) is not null || p.GetValue(MinP) is not null;
+        if (p.GetValue(Greedy) && anySampling) throw new FastMMException("--greedy cannot be combined with --temperature/--top-k/--top-p/--min-p");
+        var o = anySampling ? new SamplingOptions { Temperature = p.GetValue(Temperature) ?? 1f } : SamplingOptions.Greedy;
+        if (p.GetValue(TopK) is int k) o = o with { TopK = k };
+        if (p.GetValue(TopP) is float tp) o = o with { TopP = tp };
+        if (p.GetValue(MinP) is float mp) o = o with { MinP = mp };
+        if (p.GetValue(RepetitionPenalty) is float rp) o = o with { RepetitionPenalty = rp };
+        if (p.GetValue(Seed) is ulong s) o = o with { Seed = s };
+        return o;
+    }
+
+    public int MaxNew(ParseResult p)
+    {
+        int n = p.GetValue(MaxNewTokens);
+        if (n < 0) throw new FastMMException($"--max-new-tokens must be >= 0, got {n}");
+        return n;
+    }
+
+    public IReadOnlyList<string> Stops(ParseResult p) => p.GetValue(Stop) ?? [];
+}
