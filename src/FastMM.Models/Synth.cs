@@ -71,8 +71,43 @@ public static class Synth
         ["image_mean"] = new JsonArray(0.5, 0.5, 0.5), ["image_std"] = new JsonArray(0.5, 0.5, 0.5), ["do_convert_rgb"] = true,
     };
 
+    /// <summary>HuggingFaceTB/SmolVLM-256M/500M-Instruct: SigLIP-B/16-512 (no head), pixel shuffle ×4, SmolLM2-135M/360M.</summary>
+    private static JsonObject SmolVlmConfig(int hidden, int inter, int layers, int heads, int kvHeads) => new()
+    {
+        ["architectures"] = new JsonArray("Idefics3ForConditionalGeneration"),
+        ["model_type"] = "idefics3",
+        ["image_token_id"] = 49190,
+        ["scale_factor"] = 4,
+        ["tie_word_embeddings"] = true,
+        ["torch_dtype"] = "float32",
+        ["vision_config"] = new JsonObject
+        {
+            ["model_type"] = "idefics3_vision", ["hidden_size"] = 768, ["intermediate_size"] = 3072, ["num_hidden_layers"] = 12,
+            ["num_attention_heads"] = 12, ["image_size"] = 512, ["patch_size"] = 16, ["num_channels"] = 3,
+            ["hidden_act"] = "gelu_pytorch_tanh", ["layer_norm_eps"] = 1e-6,
+        },
+        ["text_config"] = new JsonObject
+        {
+            ["model_type"] = "llama", ["vocab_size"] = 49280, ["hidden_size"] = hidden, ["intermediate_size"] = inter,
+            ["num_hidden_layers"] = layers, ["num_attention_heads"] = heads, ["num_key_value_heads"] = kvHeads,
+            ["max_position_embeddings"] = 8192, ["rms_norm_eps"] = 1e-5, ["rope_theta"] = 100000, ["hidden_act"] = "silu",
+            ["tie_word_embeddings"] = true,
+        },
+    };
+
+    private static JsonObject SmolVlmPreprocessor() => new()
+    {
+        ["image_processor_type"] = "Idefics3ImageProcessor",
+        ["do_convert_rgb"] = true, ["do_resize"] = true, ["size"] = new JsonObject { ["longest_edge"] = 2048 }, ["resample"] = 1,
+        ["do_image_splitting"] = true, ["max_image_size"] = new JsonObject { ["longest_edge"] = 512 },
+        ["do_rescale"] = true, ["rescale_factor"] = 1.0 / 255, ["do_normalize"] = true,
+        ["image_mean"] = new JsonArray(0.5, 0.5, 0.5), ["image_std"] = new JsonArray(0.5, 0.5, 0.5), ["do_pad"] = true,
+    };
+
     private static readonly Dictionary<string, Func<Arch>> Archs = new()
     {
+        ["smolvlm-256m"] = () => new Arch("idefics3", SmolVlmConfig(576, 1536, 30, 9, 3), SmolVlmPreprocessor()),
+        ["smolvlm-500m"] = () => new Arch("idefics3", SmolVlmConfig(960, 2560, 32, 15, 5), SmolVlmPreprocessor()),
         ["clip-vit-b32"] = () => new Arch("clip", ClipConfig(32), ClipPreprocessor()),
         ["clip-vit-b16"] = () => new Arch("clip", ClipConfig(16), ClipPreprocessor()),
         ["siglip-b16-224"] = () => new Arch("siglip", SiglipConfig(224), SiglipPreprocessor(224)),
@@ -94,7 +129,8 @@ public static class Synth
         var entries = new List<SafetensorsWriter.Entry>();
         var cfg = HfConfig.Load(Path.Combine(outDir, "config.json"));
         var rng = new Random(seed);
-        void Add(string name, Func<Random, float> gen, params int[] shape)
+        void Add(string name, Func<Random, float> gen, params int[] shape) => AddEntry(name, gen, shape);
+        void AddEntry(string name, Func<Random, float> gen, int[] shape)
         {
             int s = rng.Next();
             entries.Add(new(name, dtype, shape, span => { var r = new Random(s); for (int i = 0; i < span.Length; i++) span[i] = gen(r); }));
@@ -112,6 +148,13 @@ public static class Synth
                 Ln(q + ".layer_norm1", d); Ln(q + ".layer_norm2", d);
                 Linear(q + ".mlp.fc1", f, d); Linear(q + ".mlp.fc2", d, f);
             }
+        }
+        if (a.Type == "idefics3")
+        {
+            WriteIdefics3(cfg, AddEntry, Linear, Ln, Layers, Normal);
+            SafetensorsWriter.Write(Path.Combine(outDir, "model.safetensors"), entries, new Dictionary<string, string> { ["format"] = "pt" }, progress);
+            File.WriteAllText(Path.Combine(outDir, "processor_config.json"), new JsonObject { ["image_seq_len"] = 64, ["processor_class"] = "Idefics3Processor" }.ToJsonString(opts));
+            return;
         }
         var tc = cfg.Section("text_config"); var vc = cfg.Section("vision_config");
         int td = tc.Int("hidden_size"), vd = vc.Int("hidden_size"), patch = vc.Int("patch_size"), img = vc.Int("image_size");
@@ -150,5 +193,35 @@ public static class Synth
             Add("logit_bias", _ => -10f, []);
         }
         SafetensorsWriter.Write(Path.Combine(outDir, "model.safetensors"), entries, new Dictionary<string, string> { ["format"] = "pt" }, progress);
+    }
+
+    private static void WriteIdefics3(HfConfig cfg, Action<string, Func<Random, float>, int[]> add, Action<string, int, int, bool> linear,
+        Action<string, int> ln, Action<string, HfConfig> layers, Func<Random, float> normal)
+    {
+        var vc = cfg.Section("vision_config"); var tc = cfg.Section("text_config");
+        int vd = vc.Int("hidden_size"), patch = vc.Int("patch_size"), img = vc.Int("image_size"), scale = cfg.Int("scale_factor");
+        add("model.vision_model.embeddings.patch_embedding.weight", normal, [vd, 3, patch, patch]);
+        add("model.vision_model.embeddings.patch_embedding.bias", normal, [vd]);
+        add("model.vision_model.embeddings.position_embedding.weight", normal, [(img / patch) * (img / patch), vd]);
+        layers("model.vision_model.encoder", vc);
+        ln("model.vision_model.post_layernorm", vd);
+        int d = tc.Int("hidden_size"), inter = tc.Int("intermediate_size"), heads = tc.Int("num_attention_heads"), kv = tc.Int("num_key_value_heads");
+        int hd = d / heads;
+        linear("model.connector.modality_projection.proj", d, vd * scale * scale, false);
+        add("model.text_model.embed_tokens.weight", normal, [tc.Int("vocab_size"), d]);
+        for (int l = 0; l < tc.Int("num_hidden_layers"); l++)
+        {
+            string p = $"model.text_model.layers.{l}";
+            linear(p + ".self_attn.q_proj", heads * hd, d, false);
+            linear(p + ".self_attn.k_proj", kv * hd, d, false);
+            linear(p + ".self_attn.v_proj", kv * hd, d, false);
+            linear(p + ".self_attn.o_proj", d, heads * hd, false);
+            linear(p + ".mlp.gate_proj", inter, d, false);
+            linear(p + ".mlp.up_proj", inter, d, false);
+            linear(p + ".mlp.down_proj", d, inter, false);
+            add(p + ".input_layernorm.weight", _ => 1f, [d]);
+            add(p + ".post_attention_layernorm.weight", _ => 1f, [d]);
+        }
+        add("model.text_model.norm.weight", _ => 1f, [d]);
     }
 }

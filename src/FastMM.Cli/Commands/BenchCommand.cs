@@ -19,12 +19,25 @@ internal static class BenchCommand
         var batch = new Option<int>("--batch") { Description = "the larger image batch to time besides batch 1", DefaultValueFactory = _ => 8 };
         var json = new Option<FileInfo?>("--json") { Description = "also write the results as JSON" };
         var profile = new Option<bool>("--profile") { Description = "also print time per op for one batch-1 image encode" };
-        var cmd = new Command("bench", "Benchmark a model end to end: load, image/text encode latency, peak memory") { model, runs, batch, json, profile };
+        var promptLen = new Option<int>("--prompt-tokens") { Description = "generative models: prompt length for prefill speed", DefaultValueFactory = _ => 512 };
+        var decodeLen = new Option<int>("--decode-tokens") { Description = "generative models: tokens timed for decode speed", DefaultValueFactory = _ => 64 };
+        var cmd = new Command("bench", "Benchmark a model end to end: load, encode latency or TTFT/prefill/decode speed, peak memory") { model, runs, batch, json, profile, promptLen, decodeLen };
         cmd.SetHandler(stderr, p =>
         {
             string dir = p.GetValue(model)!;
             int n = Math.Max(1, p.GetValue(runs)), big = Math.Max(1, p.GetValue(batch));
             IBackend backend = CommonOptions.CreateBackend(p);
+            if (ModelLoader.IsGenerative(ModelLoader.ReadModelType(dir)))
+            {
+                var vlmProfiler = p.GetValue(profile) ? new FastMM.Backends.ProfilingBackend(backend) : null;
+                using (backend)
+                {
+                    var g = VlmBench.Run(dir, vlmProfiler ?? backend, n, Math.Max(1, p.GetValue(promptLen)), Math.Max(1, p.GetValue(decodeLen)), vlmProfiler, stdout);
+                    foreach (var (k, v) in g) stdout.WriteLine($"{k,-34} {v}");
+                    if (p.GetValue(json) is FileInfo jf) File.WriteAllText(jf.FullName, JsonSerializer.Serialize(g, new JsonSerializerOptions { WriteIndented = true }));
+                }
+                return 0;
+            }
             var profiler = p.GetValue(profile) ? new FastMM.Backends.ProfilingBackend(backend) : null;
             if (profiler is not null) backend = profiler;
             using var _ = backend;

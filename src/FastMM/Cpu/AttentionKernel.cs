@@ -76,6 +76,12 @@ public static unsafe class AttentionKernel
         if (tq == 0) return;
         fixed (float* pq = q) fixed (float* pk = kPool) fixed (float* pv = vPool) fixed (float* po = o) fixed (int* pt = blockTable)
         {
+            if (tq == 1 && (long)tk * heads < 8192)
+            {
+                // Decode over a short context: packing and two pool hand-offs would cost more than the dot products.
+                DecodeInline(pq, pk, pv, kvStride, pt, blockSize, po, tk, heads, kvHeads, headDim, scale);
+                return;
+            }
             var job = t_job ??= new AttentionJob();
             job.Setup(pq, qStride, pk, kvStride, pv, kvStride, po, null, 1, tq, tk, heads, kvHeads, headDim, scale, causal: true, CpuFeatures.Level, pt, blockSize);
             try
@@ -86,6 +92,36 @@ public static unsafe class AttentionKernel
                 CpuParallel.Run(job, job.Tasks);
             }
             finally { job.Clear(); }
+        }
+    }
+
+    private static void DecodeInline(float* q, float* k, float* v, int kvStride, int* table, int blockSize, float* o,
+        int tk, int heads, int kvHeads, int d, float scale)
+    {
+        int group = heads / kvHeads;
+        Span<float> p = stackalloc float[tk];
+        for (int h = 0; h < heads; h++)
+        {
+            int g = h / group;
+            var qh = new ReadOnlySpan<float>(q + (long)h * d, d);
+            float max = float.NegativeInfinity;
+            for (int j = 0; j < tk; j++)
+            {
+                long row = (long)table[j / blockSize] * blockSize + j % blockSize;
+                float sc = TensorPrimitives.Dot(qh, new ReadOnlySpan<float>(k + row * kvStride + (long)g * d, d)) * scale;
+                p[j] = sc;
+                if (sc > max) max = sc;
+            }
+            TensorPrimitives.Subtract(p, max, p);
+            TensorPrimitives.Exp(p, p);
+            float inv = 1f / TensorPrimitives.Sum(p);
+            var oh = new Span<float>(o + (long)h * d, d);
+            oh.Clear();
+            for (int j = 0; j < tk; j++)
+            {
+                long row = (long)table[j / blockSize] * blockSize + j % blockSize;
+                TensorPrimitives.MultiplyAdd(new ReadOnlySpan<float>(v + row * kvStride + (long)g * d, d), p[j] * inv, oh, oh);
+            }
         }
     }
 

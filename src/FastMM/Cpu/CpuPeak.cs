@@ -38,6 +38,53 @@ public static class CpuPeak
         return best;
     }
 
+    /// <summary>
+    /// Sustained memory read bandwidth in GB/s: each thread sums its own slice of a buffer far larger than the caches
+    /// (4 independent vector streams), best of several passes. Decode speed is bounded by this ÷ bytes read per token.
+    /// </summary>
+    public static unsafe double MeasureReadBandwidth(int threads, long bytes = 1L << 30, int passes = 3)
+    {
+        if (threads < 1) throw new ArgumentOutOfRangeException(nameof(threads));
+        long floats = bytes / sizeof(float) / (threads * 64L) * (threads * 64L);
+        var buffer = GC.AllocateUninitializedArray<float>((int)Math.Min(floats, Array.MaxLength), pinned: true);
+        floats = buffer.Length / (threads * 64L) * (threads * 64L);
+        Array.Fill(buffer, 1f); // touch every page before timing
+        double best = 0;
+        fixed (float* p = buffer)
+        {
+            nint basePtr = (nint)p;
+            long per = floats / threads;
+            for (int pass = 0; pass < passes; pass++)
+            {
+                using var start = new Barrier(threads + 1);
+                var workers = new Thread[threads];
+                for (int t = 0; t < threads; t++)
+                {
+                    long offset = t * per;
+                    workers[t] = new Thread(() => { start.SignalAndWait(); s_sink += SumStream((float*)basePtr + offset, per); }) { IsBackground = true };
+                    workers[t].Start();
+                }
+                start.SignalAndWait();
+                var sw = Stopwatch.StartNew();
+                foreach (var w in workers) w.Join();
+                best = Math.Max(best, floats * 4.0 / sw.Elapsed.TotalSeconds / 1e9);
+            }
+        }
+        return best;
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    private static unsafe float SumStream(float* p, long n)
+    {
+        Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
+        for (long i = 0; i + 32 <= n; i += 32)
+        {
+            a0 += Vector256.Load(p + i); a1 += Vector256.Load(p + i + 8);
+            a2 += Vector256.Load(p + i + 16); a3 += Vector256.Load(p + i + 24);
+        }
+        return Vector256.Sum(a0 + a1 + a2 + a3);
+    }
+
     private static int Lanes(SimdLevel level) => level switch
     {
         SimdLevel.Avx512 => 16,

@@ -1,3 +1,5 @@
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 using System.Runtime.CompilerServices;
 
 namespace FastMM.Cpu;
@@ -50,8 +52,77 @@ public static unsafe class Gemm
         if (bias.Length != 0 && bias.Length != n) throw new ArgumentException($"bias has {bias.Length} elements, expected {n}");
         if (m == 0) return;
         fixed (float* pa = a) fixed (float* pb = bias) fixed (float* pc = c)
-            Run(pa, m, k, w.Data, n, bias.Length == 0 ? null : pb, pc);
+        {
+            if (m == 1 && CpuFeatures.Level >= SimdLevel.Avx512) Gemv(pa, k, w.Data, n, bias.Length == 0 ? null : pb, pc);
+            else Run(pa, m, k, w.Data, n, bias.Length == 0 ? null : pb, pc);
+        }
         GC.KeepAlive(w); // only its raw pointer is used above; the pinned panels must outlive the call
+    }
+
+    // ---------------- M = 1 (decode): a bandwidth-bound matrix-vector product over the packed panels ----------------
+
+    [ThreadStatic] private static GemvJob? t_gemv;
+
+    private static void Gemv(float* a, int k, float* packedB, int n, float* bias, float* c)
+    {
+        var job = t_gemv ??= new GemvJob();
+        int panels = (n + GemmKernels.PanelWidth - 1) / GemmKernels.PanelWidth;
+        job.Setup(a, k, packedB, n, panels, bias, c, Math.Min(panels, CpuParallel.Threads));
+        CpuParallel.Run(job, job.Tasks);
+        job.Clear();
+    }
+
+    /// <summary>Each task streams a contiguous run of panels once; two k-interleaved accumulator pairs and a software prefetch keep loads in flight.</summary>
+    private sealed class GemvJob : CpuParallel.IWork
+    {
+        private float* _a, _b, _bias, _c;
+        private int _k, _n, _panels;
+        public int Tasks;
+
+        public void Setup(float* a, int k, float* b, int n, int panels, float* bias, float* c, int tasks)
+        {
+            _a = a; _k = k; _b = b; _n = n; _panels = panels; _bias = bias; _c = c; Tasks = tasks;
+        }
+
+        public void Clear() { _a = _b = _bias = _c = null; }
+
+        public void Execute(int task)
+        {
+            const int W = GemmKernels.PanelWidth;
+            int p0 = (int)((long)task * _panels / Tasks), p1 = (int)((long)(task + 1) * _panels / Tasks);
+            int k = _k;
+            float* tmp = stackalloc float[W];
+            for (int p = p0; p < p1; p++)
+            {
+                float* bp = _b + (long)p * W * k;
+                Vector512<float> s0 = default, s1 = default, t0 = default, t1 = default;
+                int kk = 0;
+                for (; kk + 2 <= k; kk += 2)
+                {
+                    float* row = bp + (long)kk * W;
+                    Sse.Prefetch0(row + 16 * W); // 2 KiB ahead in this panel's stream
+                    var x0 = Vector512.Create(_a[kk]);
+                    var x1 = Vector512.Create(_a[kk + 1]);
+                    s0 = Avx512F.FusedMultiplyAdd(x0, Vector512.Load(row), s0);
+                    s1 = Avx512F.FusedMultiplyAdd(x0, Vector512.Load(row + 16), s1);
+                    t0 = Avx512F.FusedMultiplyAdd(x1, Vector512.Load(row + W), t0);
+                    t1 = Avx512F.FusedMultiplyAdd(x1, Vector512.Load(row + W + 16), t1);
+                }
+                if (kk < k)
+                {
+                    float* row = bp + (long)kk * W;
+                    var x0 = Vector512.Create(_a[kk]);
+                    s0 = Avx512F.FusedMultiplyAdd(x0, Vector512.Load(row), s0);
+                    s1 = Avx512F.FusedMultiplyAdd(x0, Vector512.Load(row + 16), s1);
+                }
+                s0 += t0; s1 += t1;
+                int n0 = p * W, cols = Math.Min(W, _n - n0);
+                if (_bias != null && cols == W) { s0 += Vector512.Load(_bias + n0); s1 += Vector512.Load(_bias + n0 + 16); }
+                if (cols == W) { s0.Store(_c + n0); s1.Store(_c + n0 + 16); continue; }
+                s0.Store(tmp); s1.Store(tmp + 16);
+                for (int j = 0; j < cols; j++) _c[n0 + j] = tmp[j] + (_bias != null ? _bias[n0 + j] : 0f);
+            }
+        }
     }
 
     /// <summary>C[M, N] = A[M, K] · B[N, K]ᵀ for two activations: B is packed on the fly into a reusable per-thread buffer.</summary>

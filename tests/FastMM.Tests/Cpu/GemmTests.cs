@@ -50,6 +50,21 @@ public class GemmTests
     }
 
     [Fact]
+    public void Linear_SingleRowDecodePath_MatchesDoubleReference()
+    {
+        // M = 1 takes the dedicated GEMV path on AVX-512 machines: odd K (the k-pair tail), odd N (a partial panel), with and without bias.
+        int seed = NewSeed(); var rng = new Random(seed);
+        With(CpuFeatures.Detected, 2, () =>
+        {
+            foreach (var (n, k) in new[] { (1, 1), (31, 7), (33, 64), (576, 960), (1000, 577), (49, 1537) })
+            {
+                CheckLinear(rng, seed, 1, n, k, true, $"gemv {n}x{k}");
+                CheckLinear(rng, seed, 1, n, k, false, $"gemv {n}x{k}");
+            }
+        });
+    }
+
+    [Fact]
     public void Linear_ClipSizedShape_MatchesDoubleReference()
     {
         int seed = NewSeed(); var rng = new Random(seed);

@@ -1,0 +1,121 @@
+using System.Diagnostics;
+using FastMM.Cpu;
+using FastMM.Models;
+
+namespace FastMM.Cli.Commands;
+
+/// <summary>
+/// `fastmm bench` on a generative VLM: image encode, time to first token, prefill and decode speed, and the
+/// decode bound from memory bandwidth measured in the same process (F32 weight bytes read per token ÷ bandwidth).
+/// </summary>
+internal static class VlmBench
+{
+    public static Dictionary<string, object> Run(string dir, IBackend backend, int runs, int promptTokens, int decodeTokens,
+        FastMM.Backends.ProfilingBackend? profiler, TextWriter report)
+    {
+        int threads = CpuParallel.Threads;
+        double peak = CpuPeak.MeasureGflops(threads);
+        double bandwidth = CpuPeak.MeasureReadBandwidth(threads);
+        var sw = Stopwatch.StartNew();
+        using var m = ModelLoader.LoadVisionLanguageModel(dir, backend);
+        double loadMs = sw.Elapsed.TotalMilliseconds;
+        var spec = m.Text.Spec;
+        var rng = new Random(1);
+        int s = m.ImageSize;
+        var px = new float[3 * s * s];
+        for (int i = 0; i < px.Length; i++) px[i] = (float)(rng.NextDouble() * 2 - 1);
+        int[] RandomIds(int n) { var a = new int[n]; for (int i = 0; i < n; i++) { int id; do id = rng.Next(spec.Vocab); while (id == m.ImageTokenId); a[i] = id; } return a; }
+
+        double Median(Func<double> once)
+        {
+            once();
+            var t = new double[runs];
+            for (int i = 0; i < runs; i++) t[i] = once();
+            Array.Sort(t);
+            return t[runs / 2];
+        }
+        double Time(Action a) { var w = Stopwatch.StartNew(); a(); return w.Elapsed.TotalMilliseconds; }
+
+        // One tile through the vision tower and connector.
+        double imageMs = Median(() => Time(() =>
+        {
+            using var t = backend.FromHost(px, 1, 3, s, s);
+            using var f = m.ImageFeatures(t, default);
+        }));
+
+        using var cache = m.CreateCache(Math.Max(promptTokens, 64 + m.TokensPerImage) + decodeTokens + 16);
+        // Time to first token: one image (its tokens in the prompt) + 64 text tokens, image encode included.
+        var ttftIds = RandomIds(64 + m.TokensPerImage);
+        for (int i = 0; i < m.TokensPerImage; i++) ttftIds[8 + i] = m.ImageTokenId;
+        double ttftMs = Median(() => Time(() =>
+        {
+            using var t = backend.FromHost(px, 1, 3, s, s);
+            using var f = m.ImageFeatures(t, default);
+            using var seq = cache.NewSequence(ttftIds.Length);
+            using var e = m.EmbedPrompt(ttftIds, f);
+            using var l = m.Forward(e, seq, allLogits: false);
+            l.ToArray();
+        }));
+
+        var prompt = RandomIds(promptTokens);
+        double prefillMs = Median(() => Time(() =>
+        {
+            using var seq = cache.NewSequence(prompt.Length);
+            using var e = m.Text.Embed(prompt);
+            using var l = m.Forward(e, seq, allLogits: false);
+        }));
+
+        // Decode: per-token time after a short prompt (weights dominate; the KV cache is small).
+        var decodePrompt = RandomIds(32);
+        double decodeMsPerToken = Median(() =>
+        {
+            using var seq = cache.NewSequence(decodePrompt.Length + decodeTokens);
+            using (var e = m.Text.Embed(decodePrompt)) using (m.Forward(e, seq, allLogits: false)) { }
+            var one = new int[1];
+            var logits = new float[spec.Vocab];
+            var w = Stopwatch.StartNew();
+            for (int i = 0; i < decodeTokens; i++)
+            {
+                one[0] = rng.Next(spec.Vocab);
+                using var e = m.Text.Embed(one);
+                using var l = m.Forward(e, seq, allLogits: false);
+                backend.ToHost(l, logits);
+            }
+            return w.Elapsed.TotalMilliseconds / decodeTokens;
+        });
+
+        if (profiler is not null)
+        {
+            profiler.Reset();
+            using var seq = cache.NewSequence(decodeTokens + 1);
+            var one = new int[1];
+            for (int i = 0; i < decodeTokens; i++)
+            {
+                one[0] = rng.Next(spec.Vocab);
+                using var e = m.Text.Embed(one);
+                using var l = m.Forward(e, seq, allLogits: false);
+            }
+            report.WriteLine($"per-op time per decode token (mean of {decodeTokens}):");
+            foreach (var (op, ms, calls) in profiler.Report()) report.WriteLine($"  {op,-32} {ms / decodeTokens,9:F3} ms  {calls / decodeTokens,5} calls");
+        }
+
+        long perLayer = (long)spec.Hidden * spec.Heads * spec.HeadDim * 2 + (long)spec.Hidden * spec.KvHeads * spec.HeadDim * 2 + 3L * spec.Hidden * spec.Intermediate;
+        long weightBytes = 4 * (perLayer * spec.Layers + (long)spec.Vocab * spec.Hidden); // F32; a tied lm_head is read in full
+        double decodeTokS = 1000 / decodeMsPerToken, bound = bandwidth * 1e9 / weightBytes;
+        return new Dictionary<string, object>
+        {
+            ["model"] = Path.GetFullPath(dir), ["model_type"] = m.ModelType, ["backend"] = backend.Name, ["threads"] = threads,
+            ["load_ms"] = Math.Round(loadMs, 1),
+            ["image_encode_ms"] = Math.Round(imageMs, 1),
+            [$"ttft_ms_1image_{ttftIds.Length}tok"] = Math.Round(ttftMs, 1),
+            [$"prefill_tok_s_{promptTokens}"] = Math.Round(promptTokens / (prefillMs / 1000), 1),
+            ["decode_tok_s"] = Math.Round(decodeTokS, 2),
+            ["decode_weight_bytes_per_token"] = weightBytes,
+            ["read_bandwidth_gb_s"] = Math.Round(bandwidth, 2),
+            ["decode_bound_tok_s"] = Math.Round(bound, 2),
+            ["decode_fraction_of_bound"] = Math.Round(decodeTokS / bound, 3),
+            ["fma_peak_gflops"] = Math.Round(peak, 1),
+            ["peak_memory_mb"] = Process.GetCurrentProcess().PeakWorkingSet64 / (1 << 20),
+        };
+    }
+}
