@@ -42,9 +42,10 @@ internal abstract class PreTokenizer
                     new CharSplitPreTokenizer(Rune.IsWhiteSpace, SplitBehavior.Removed),
                     new CharSplitPreTokenizer(UnicodeText.IsPunctuation, SplitBehavior.Isolated)]);
             case "Digits":
+                // HF uses Rust's char::is_numeric (Nd, Nl and No: ½, ², Ⅻ count), not just decimal digits.
                 return n.Bool("individual_digits", false)
-                    ? new CharSplitPreTokenizer(Rune.IsDigit, SplitBehavior.Isolated)
-                    : new CharSplitPreTokenizer(Rune.IsDigit, SplitBehavior.Contiguous);
+                    ? new CharSplitPreTokenizer(Rune.IsNumber, SplitBehavior.Isolated)
+                    : new CharSplitPreTokenizer(Rune.IsNumber, SplitBehavior.Contiguous);
             case "Metaspace":
                 return Metaspace.LoadPreTokenizer(n);
             default:

@@ -37,6 +37,9 @@ public class ReferenceParityTests
     [InlineData("clip")]
     [InlineData("siglip")]
     [InlineData("bytelevel")]
+    [InlineData("models/tiny-llava")]
+    [InlineData("models/tiny-llava-qwen")]
+    [InlineData("models/tiny-idefics3")]
     public void LongTextMatchesReference(string name)
     {
         string text = TokenizerFixtures.LongText();
@@ -49,6 +52,9 @@ public class ReferenceParityTests
     [InlineData("clip", 11)]
     [InlineData("siglip", 22)]
     [InlineData("bytelevel", 33)]
+    [InlineData("models/tiny-llava", 44)]
+    [InlineData("models/tiny-llava-qwen", 55)]
+    [InlineData("models/tiny-idefics3", 66)]
     public void RandomLinesMatchReference(string name, int seed)
     {
         var tok = TokenizerFixtures.Ours_(name);

@@ -7,9 +7,12 @@ namespace FastMM.Tests.Tokenizers;
 /// <summary>The three generated test tokenizers, ours and HF's (via Tokenizers.DotNet), loaded once.</summary>
 internal static class TokenizerFixtures
 {
-    public static readonly string[] Names = ["clip", "siglip", "bytelevel"];
+    /// <summary>The generated test tokenizers, and those shipped in the tiny VLM folders (Llama/SentencePiece-style, Qwen2 and SmolLM2 byte-level).</summary>
+    public static readonly string[] Names = ["clip", "siglip", "bytelevel", "models/tiny-llava", "models/tiny-llava-qwen", "models/tiny-idefics3"];
 
-    public static string Dir(string name) => Path.Combine(AppContext.BaseDirectory, "data", "tokenizers", name);
+    public static string Dir(string name) => name.Contains('/')
+        ? Path.Combine(AppContext.BaseDirectory, "data", name)
+        : Path.Combine(AppContext.BaseDirectory, "data", "tokenizers", name);
 
     private static readonly Dictionary<string, Tokenizer> Ours = new();
     private static readonly Dictionary<string, HfTokenizer> Refs = new();
