@@ -16,8 +16,8 @@ namespace FastMM.Runtime.Generation;
 /// until Flush, if they never do). Once everything decoded is emitted the window shrinks back to the context,
 /// so a push costs O(window), which is bounded unless a long run of bytes stays invalid.
 /// Special tokens, when skipped, never enter the window: Decode drops them before decoding too.
-/// Limitation shared with vLLM: a ByteFallback run is decoded strictly as a whole, so "A" followed by a byte that
-/// never completes decodes to two U+FFFD at the end, whereas the "A" was already emitted.
+/// A run of ByteFallback tokens (&lt;0xNN&gt;) is decoded as a whole by HF — one invalid byte turns the entire run into
+/// U+FFFD — so nothing of a run is emitted until a non-byte token ends it (or Flush).
 /// </remarks>
 public sealed class StreamingDetokenizer
 {
@@ -47,6 +47,7 @@ public sealed class StreamingDetokenizer
         if (_skipSpecialTokens && _tokenizer.IsSpecial(tokenId)) return "";
         if (_tokenizer.IdToToken(tokenId) is null) return "";
         _window.Add(tokenId);
+        if (IsByteFallback(tokenId)) return "";
 
         string text = Decode();
         int stableEnd = text.Length;
@@ -69,6 +70,10 @@ public sealed class StreamingDetokenizer
         _emitted = 0;
         return rest;
     }
+
+    private bool IsByteFallback(int id)
+        => _tokenizer.IdToToken(id) is { Length: 6 } t && t.StartsWith("<0x", StringComparison.Ordinal) && t[5] == '>'
+           && Uri.IsHexDigit(t[3]) && Uri.IsHexDigit(t[4]);
 
     private string Decode() => _tokenizer.Decode(CollectionsMarshal.AsSpan(_window), _skipSpecialTokens);
 

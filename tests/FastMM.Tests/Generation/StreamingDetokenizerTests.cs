@@ -28,7 +28,14 @@ public class StreamingDetokenizerTests
                 $"after {i + 1} of [{string.Join(",", ids)}]: streamed {TokenizerFixtures.Show(soFar)} is not a prefix of {TokenizerFixtures.Show(full)}");
             Assert.True(here.StartsWith(soFar, StringComparison.Ordinal),
                 $"after {i + 1} of [{string.Join(",", ids)}]: streamed {TokenizerFixtures.Show(soFar)} runs ahead of {TokenizerFixtures.Show(here)}");
-            if (!here.EndsWith('\uFFFD')) Assert.True(detok.WindowLength <= 9, $"window grew to {detok.WindowLength}");
+            // Bounded while nothing is held back; a pending ByteFallback run (held whole, as HF decodes it) adds its length.
+            int run = 0;
+            for (int j = i; j >= 0; j--)
+            {
+                if ((skipSpecial && tok.IsSpecial(ids[j])) || tok.IdToToken(ids[j]) is null) continue; // never enter the window
+                if (tok.IdToToken(ids[j]) is { Length: 6 } t && t.StartsWith("<0x", StringComparison.Ordinal)) run++; else break;
+            }
+            if (!here.EndsWith('\uFFFD')) Assert.True(detok.WindowLength <= 9 + run, $"window grew to {detok.WindowLength}");
         }
         sb.Append(detok.Flush());
         Assert.Equal(full, sb.ToString());
