@@ -93,11 +93,13 @@ public sealed class Idefics3Model : VisionLanguageModel
         // torch.arange(0, 1 − 1e-6, 1/n) in float32, then bucketize against float32 boundaries arange(1/grid, 1, 1/grid).
         static int Bucket(float coord, int grid)
         {
-            float step = 1f / grid;
+            // Boundaries as torch builds them: float32(i · (1/grid)) computed in double.
             int b = 0;
-            for (int i = 1; i < grid; i++) if (coord >= i * step) b = i; // right=True: boundary ≤ value moves up
+            for (int i = 1; i < grid; i++) if (coord >= (float)(i * (1.0 / grid))) b = i; // right=True: boundary ≤ value moves up
             return b;
         }
+        if (patchReal.Count(x => x) != nh * nw)
+            throw new FastMMException("pixel_attention_mask: the real pixels of an image must form a top-left rectangle (as the Idefics3 processor pads)");
         var rows = new int[nh]; var cols = new int[nw];
         for (int i = 0; i < nh; i++) rows[i] = Bucket(i * (1f / nh), grid);
         for (int j = 0; j < nw; j++) cols[j] = Bucket(j * (1f / nw), grid);

@@ -42,7 +42,7 @@ public sealed class LlavaModel : VisionLanguageModel
         string vtype = vc.String("model_type", "clip_vision_model");
         int totalLayers = vtype switch
         {
-            "clip_vision_model" => vc.Int("num_hidden_layers", 24),
+            "clip_vision_model" => vc.Int("num_hidden_layers", 12),
             "siglip_vision_model" => vc.Int("num_hidden_layers", 12),
             _ => throw vc.Error("model_type", $"'{vtype}' is not a supported LLaVA vision tower (clip_vision_model, siglip_vision_model)"),
         };
@@ -59,17 +59,16 @@ public sealed class LlavaModel : VisionLanguageModel
         int vd = _vision.Spec.Encoder.Hidden;
         _proj1 = w.Linear(projPrefix + ".linear_1", spec.Hidden, vd, projBias);
         _proj2 = w.Linear(projPrefix + ".linear_2", spec.Hidden, spec.Hidden, projBias);
+        // HF drops the first token for "default" whatever the tower (for SigLIP that is a patch, not a CLS token).
         _dropCls = strategy == "default";
-        if (_dropCls && !_vision.Spec.ClassToken)
-            throw cfg.Error("vision_feature_select_strategy", "= 'default' drops a CLS token, but this vision tower has none");
         Text = new CausalLm(w, textPrefix, lmHead, spec);
     }
 
     /// <summary>text_config of a LLaVA / Idefics3 folder: Llama or Qwen2 with their HF defaults.</summary>
     internal static DecoderSpec TextSpec(HfConfig tc) => tc.String("model_type", "llama") switch
     {
-        "llama" => DecoderSpec.Read(tc, vocab: 32000, maxPositions: 2048, eps: 1e-6f, qkvBias: false, tied: false),
-        "qwen2" => DecoderSpec.Read(tc, vocab: 151936, maxPositions: 32768, eps: 1e-6f, qkvBias: true, tied: false),
+        "llama" => DecoderSpec.Read(tc, vocab: 32000, intermediate: 11008, maxPositions: 2048, eps: 1e-6f, qkvBias: false, tied: false),
+        "qwen2" => DecoderSpec.Read(tc, vocab: 151936, intermediate: 22016, maxPositions: 32768, eps: 1e-6f, qkvBias: true, tied: false),
         var other => throw tc.Error("model_type", $"'{other}' is not a supported text model (llama, qwen2)"),
     };
 

@@ -26,15 +26,18 @@ public sealed class VlmPipeline : IDisposable
     public ImageProcessor Images { get; }
     public IReadOnlyList<int> EosTokenIds { get; }
     public int PadTokenId { get; }
+    /// <summary>generation_config.json's sampling defaults (do_sample, temperature, top_k, top_p, min_p, repetition_penalty), as HF generate() applies them.</summary>
+    public SamplingOptions DefaultSampling { get; }
     public Generator Generator { get; }
     private readonly LlavaPromptSettings? _llava;
     private readonly int _imageSeqLen;
     private readonly string _imageToken;
 
     private VlmPipeline(VisionLanguageModel model, Tokenizer tokenizer, ChatTemplate template, ImageProcessor images,
-        IReadOnlyList<int> eos, int pad, LlavaPromptSettings? llava, int imageSeqLen, int? cacheTokens)
+        GenerationConfig gc, LlavaPromptSettings? llava, int imageSeqLen, int? cacheTokens)
     {
-        Model = model; Tokenizer = tokenizer; Template = template; Images = images; EosTokenIds = eos; PadTokenId = pad;
+        Model = model; Tokenizer = tokenizer; Template = template; Images = images; EosTokenIds = gc.Eos; PadTokenId = gc.Pad;
+        DefaultSampling = gc.Sampling;
         _llava = llava; _imageSeqLen = imageSeqLen; _imageToken = llava?.ImageToken ?? "<image>";
         Generator = new Generator(model, tokenizer, cacheTokens: cacheTokens);
     }
@@ -48,7 +51,7 @@ public sealed class VlmPipeline : IDisposable
         var tokenizer = Tokenizer.FromFolder(dir);
         var template = ChatTemplates.FromFolder(dir) ?? throw new FastMMException($"{dir}: no chat template (tokenizer_config.json chat_template, chat_template.json or chat_template.jinja)");
         var images = ImageProcessor.FromConfigFile(Path.Combine(dir, "preprocessor_config.json"));
-        var (eos, pad) = ReadGenerationConfig(dir, tokenizer);
+        var gc = ReadGenerationConfig(dir, tokenizer);
         string processorConfig = Path.Combine(dir, "processor_config.json");
         var model = ModelLoader.LoadVisionLanguageModel(dir, backend, progress);
         try
@@ -59,7 +62,7 @@ public sealed class VlmPipeline : IDisposable
             else seqLen = File.Exists(processorConfig) ? Idefics3PromptLayout.ImageSeqLenFromProcessorConfig(processorConfig) : model.TokensPerImage;
             if (model is Idefics3Model && seqLen != model.TokensPerImage)
                 throw new FastMMException($"{processorConfig}: image_seq_len {seqLen} disagrees with the model's {model.TokensPerImage} tokens per image");
-            return new VlmPipeline(model, tokenizer, template, images, eos, pad, llava, seqLen, cacheTokens);
+            return new VlmPipeline(model, tokenizer, template, images, gc, llava, seqLen, cacheTokens);
         }
         catch
         {
@@ -68,12 +71,18 @@ public sealed class VlmPipeline : IDisposable
         }
     }
 
-    /// <summary>eos_token_id (int or list) and pad_token_id from generation_config.json, else the tokenizer's.</summary>
-    private static (IReadOnlyList<int> Eos, int Pad) ReadGenerationConfig(string dir, Tokenizer tok)
+    private sealed record GenerationConfig(IReadOnlyList<int> Eos, int Pad, SamplingOptions Sampling);
+
+    /// <summary>
+    /// generation_config.json: eos_token_id (int or list; else the tokenizer's), pad_token_id (else eos[0], as HF
+    /// generate() does), and the sampling defaults HF applies (greedy unless do_sample is true).
+    /// </summary>
+    private static GenerationConfig ReadGenerationConfig(string dir, Tokenizer tok)
     {
         string path = Path.Combine(dir, "generation_config.json");
         var eos = new List<int>();
         int? pad = null;
+        var sampling = SamplingOptions.Greedy;
         if (File.Exists(path))
         {
             JsonDocument doc;
@@ -82,17 +91,30 @@ public sealed class VlmPipeline : IDisposable
             using (doc)
             {
                 var root = doc.RootElement;
-                if (root.TryGetProperty("eos_token_id", out var e))
+                if (root.ValueKind != JsonValueKind.Object) throw new FastMMException($"{path}: must contain a JSON object");
+                int Int(JsonElement e, string field) => e.ValueKind == JsonValueKind.Number && e.TryGetInt32(out int v)
+                    ? v : throw new FastMMException($"{path}: {field} must be an integer, got {e.GetRawText()}");
+                float? Num(string field) => root.TryGetProperty(field, out var e) && e.ValueKind != JsonValueKind.Null
+                    ? (e.ValueKind == JsonValueKind.Number ? e.GetSingle() : throw new FastMMException($"{path}: {field} must be a number, got {e.GetRawText()}"))
+                    : null;
+                if (root.TryGetProperty("eos_token_id", out var eosEl) && eosEl.ValueKind != JsonValueKind.Null)
                 {
-                    if (e.ValueKind == JsonValueKind.Number) eos.Add(e.GetInt32());
-                    else if (e.ValueKind == JsonValueKind.Array) eos.AddRange(e.EnumerateArray().Select(x => x.GetInt32()));
-                    else if (e.ValueKind != JsonValueKind.Null) throw new FastMMException($"{path}: eos_token_id must be an integer or a list of integers");
+                    if (eosEl.ValueKind == JsonValueKind.Array) eos.AddRange(eosEl.EnumerateArray().Select(x => Int(x, "eos_token_id")));
+                    else eos.Add(Int(eosEl, "eos_token_id"));
                 }
-                if (root.TryGetProperty("pad_token_id", out var p) && p.ValueKind == JsonValueKind.Number) pad = p.GetInt32();
+                if (root.TryGetProperty("pad_token_id", out var padEl) && padEl.ValueKind != JsonValueKind.Null) pad = Int(padEl, "pad_token_id");
+                bool doSample = root.TryGetProperty("do_sample", out var ds) && ds.ValueKind == JsonValueKind.True;
+                // HF's defaults when a field is absent: temperature 1, top_k 50, top_p 1, min_p off, penalty 1.
+                if (doSample)
+                    sampling = new SamplingOptions
+                    {
+                        Temperature = Num("temperature") ?? 1f, TopK = (int)(Num("top_k") ?? 50), TopP = Num("top_p") ?? 1f, MinP = Num("min_p") ?? 0f,
+                    };
+                if (Num("repetition_penalty") is float rp) sampling = sampling with { RepetitionPenalty = rp };
             }
         }
         if (eos.Count == 0 && tok.EosTokenId is int te) eos.Add(te);
-        return (eos, pad ?? tok.PadTokenId ?? (eos.Count > 0 ? eos[0] : 0));
+        return new GenerationConfig(eos, pad ?? (eos.Count > 0 ? eos[0] : 0), sampling);
     }
 
     /// <summary>

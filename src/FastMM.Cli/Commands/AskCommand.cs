@@ -29,14 +29,13 @@ internal static class AskCommand
         cmd.SetHandler(stderr, p =>
         {
             using var backend = CommonOptions.CreateBackend(p);
-            var sampling = gen.Sampling(p);
             int maxNew = gen.MaxNew(p);
             if (!caption && p.GetValue(batch) is FileInfo input)
             {
                 if (p.GetValue(output) is not FileInfo outFile) throw new FastMMException("--batch needs --out");
                 if (!input.Exists) throw new FastMMException($"{input.FullName}: batch file not found");
                 using var pipe = Load(p, model, backend, stderr);
-                return RunBatch(pipe, input.FullName, outFile.FullName, p.GetValue(system), sampling, maxNew, gen.Stops(p), stderr);
+                return RunBatch(pipe, input.FullName, outFile.FullName, p.GetValue(system), gen.Sampling(p, pipe.DefaultSampling), maxNew, gen.Stops(p), stderr);
             }
             string text = caption ? "Describe this image." : p.GetValue(question) ?? throw new FastMMException("give a question (or --batch FILE --out FILE)");
             var decoded = (p.GetValue(images) ?? []).Select(ImageDecoder.Decode).ToList(); // bad images fail before the model loads
@@ -44,7 +43,7 @@ internal static class AskCommand
             using var pipeline = Load(p, model, backend, stderr);
             var turns = Conversation(p.GetValue(system), text, decoded);
             using var cts = CancelOnCtrlC();
-            var r = pipeline.Ask(turns, sampling, maxNew, gen.Stops(p), c => { stdout.Write(c.Text); stdout.Flush(); }, cts.Token);
+            var r = pipeline.Ask(turns, gen.Sampling(p, pipeline.DefaultSampling), maxNew, gen.Stops(p), c => { stdout.Write(c.Text); stdout.Flush(); }, cts.Token);
             stdout.WriteLine();
             stderr.WriteLine($"[{r.PromptTokens} prompt tokens, {r.TokenIds.Length} generated, {r.Reason}; prefill {r.PrefillMs:F0} ms, " +
                 $"decode {(r.TokenIds.Length > 1 ? (r.TokenIds.Length - 1) / (r.DecodeMs / 1000) : 0):F1} tok/s]");
@@ -64,11 +63,20 @@ internal static class AskCommand
         return turns;
     }
 
-    internal static CancellationTokenSource CancelOnCtrlC()
+    internal static CtrlC CancelOnCtrlC() => new();
+
+    /// <summary>Ctrl-C cancels the current answer instead of the process; unsubscribes when disposed (chat makes one per turn).</summary>
+    internal sealed class CtrlC : IDisposable
     {
-        var cts = new CancellationTokenSource();
-        Console.CancelKeyPress += (_, e) => { e.Cancel = true; cts.Cancel(); };
-        return cts;
+        private readonly CancellationTokenSource _cts = new();
+        private readonly ConsoleCancelEventHandler _handler;
+        public CtrlC()
+        {
+            _handler = (_, e) => { e.Cancel = true; _cts.Cancel(); };
+            Console.CancelKeyPress += _handler;
+        }
+        public CancellationToken Token => _cts.Token;
+        public void Dispose() { Console.CancelKeyPress -= _handler; _cts.Dispose(); }
     }
 
     /// <summary>A bad line (malformed JSON, missing image, over the context window) yields an "error" record; the rest still run.</summary>
@@ -89,7 +97,8 @@ internal static class AskCommand
                 JsonObject obj;
                 try { obj = JsonNode.Parse(line) as JsonObject ?? throw new FastMMException("not a JSON object"); }
                 catch (JsonException e) { throw new FastMMException($"invalid JSON ({e.Message})"); }
-                id = obj["id"]?.DeepClone();
+                try { id = obj["id"]?.DeepClone(); }
+                catch (ArgumentException e) { throw new FastMMException($"invalid JSON ({e.Message})"); } // duplicate keys
                 string question = obj["question"] is JsonValue q && q.TryGetValue(out string? qs) ? qs : throw new FastMMException("\"question\" must be a string");
                 var paths = obj["image"] switch
                 {

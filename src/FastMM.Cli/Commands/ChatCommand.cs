@@ -18,7 +18,7 @@ internal static class ChatCommand
         {
             using var backend = CommonOptions.CreateBackend(p);
             using var pipe = AskCommand.Load(p, model, backend, stderr);
-            var sampling = gen.Sampling(p);
+            var sampling = gen.Sampling(p, pipe.DefaultSampling);
             int maxNew = gen.MaxNew(p);
             var history = new List<ChatTurn>();
             if (p.GetValue(system) is { Length: > 0 } s) history.Add(new ChatTurn("system", s));
@@ -53,6 +53,12 @@ internal static class ChatCommand
                     // The failed turn is dropped so the conversation stays usable.
                     history.RemoveAt(history.Count - 1);
                     stderr.WriteLine($"error: {e.Message}");
+                }
+                catch (OperationCanceledException)
+                {
+                    history.RemoveAt(history.Count - 1);
+                    stdout.WriteLine();
+                    stderr.WriteLine("(cancelled)");
                 }
             }
             return 0;

@@ -26,18 +26,15 @@ internal static class GenerateCommand
             string inPath = p.GetValue(inputs)!.FullName, src = Path.GetFileName(inPath);
             var (text, pixels, mask, positions) = ForwardCommand.VlmInputs(Npz.Read(inPath), src);
             if (positions is not null) throw new FastMMException($"{src}: generate derives position_ids from attention_mask; remove 'position_ids'");
-            var sampling = gen.Sampling(p);
             int maxNew = gen.MaxNew(p);
             using var pipe = AskCommand.Load(p, model, backend, stderr);
+            var sampling = gen.Sampling(p, pipe.DefaultSampling);
             var m = pipe.Model;
             pipe.Generator.CheckFits(text.Length, maxNew);
             using var features = VlmTensors.ImageFeatures(m, pixels, mask, src);
             long[] ids;
             int width;
-            if (sampling.IsGreedy)
-                ids = VlmTensors.GenerateGreedy(m, pipe.Tokenizer, text, features, maxNew, pipe.EosTokenIds, pipe.PadTokenId, src, out width);
-            else
-                ids = VlmTensors.Generate(m, pipe.Tokenizer, text, features, maxNew, pipe.EosTokenIds, pipe.PadTokenId, sampling, src, out width);
+            ids = VlmTensors.Generate(pipe.Generator, m, text, features, maxNew, pipe.EosTokenIds, pipe.PadTokenId, sampling, src, out width);
             Npz.Write(p.GetValue(output)!.FullName, [NpyArray.Int64("generated_ids", ids, text.Batch, width)]);
             stderr.WriteLine($"wrote {p.GetValue(output)!.FullName} ({text.Batch} x {width})");
             return 0;

@@ -21,11 +21,16 @@ internal sealed class GenerationOptions
         foreach (var o in new Option[] { MaxNewTokens, Temperature, TopK, TopP, MinP, RepetitionPenalty, Seed, Greedy, Stop }) c.Add(o);
     }
 
-    public SamplingOptions Sampling(ParseResult p)
+    /// <summary>
+    /// The model's generation_config defaults (as HF generate() applies them), overridden by the flags: --greedy keeps
+    /// only its repetition penalty; any sampling flag turns sampling on.
+    /// </summary>
+    public SamplingOptions Sampling(ParseResult p, SamplingOptions defaults)
     {
         bool anySampling = p.GetValue(Temperature) is not null || p.GetValue(TopK) is not null || p.GetValue(TopP) is not null || p.GetValue(MinP) is not null;
         if (p.GetValue(Greedy) && anySampling) throw new FastMMException("--greedy cannot be combined with --temperature/--top-k/--top-p/--min-p");
-        var o = anySampling ? new SamplingOptions { Temperature = p.GetValue(Temperature) ?? 1f } : SamplingOptions.Greedy;
+        var o = p.GetValue(Greedy) ? SamplingOptions.Greedy with { RepetitionPenalty = defaults.RepetitionPenalty } : defaults;
+        if (anySampling) o = o with { Temperature = p.GetValue(Temperature) ?? (defaults.IsGreedy ? 1f : defaults.Temperature) };
         if (p.GetValue(TopK) is int k) o = o with { TopK = k };
         if (p.GetValue(TopP) is float tp) o = o with { TopP = tp };
         if (p.GetValue(MinP) is float mp) o = o with { MinP = mp };

@@ -66,7 +66,8 @@ internal static class RankCommand
                 JsonObject obj;
                 try { obj = JsonNode.Parse(line) as JsonObject ?? throw new FastMMException("not a JSON object"); }
                 catch (JsonException e) { throw new FastMMException($"invalid JSON ({e.Message})"); }
-                id = obj["id"]?.DeepClone();
+                try { id = obj["id"]?.DeepClone(); }
+                catch (ArgumentException e) { throw new FastMMException($"invalid JSON ({e.Message})"); } // duplicate keys
                 string imagePath = obj["image"] is JsonValue v && v.TryGetValue(out string? s) ? s : throw new FastMMException("\"image\" must be a path string");
                 if (obj["texts"] is not JsonArray arr || arr.Count == 0) throw new FastMMException("\"texts\" must be a non-empty array of strings");
                 var candidates = arr.Select(t => t is JsonValue tv && tv.TryGetValue(out string? ts) ? ts : throw new FastMMException("\"texts\" must contain strings")).ToList();

@@ -8,7 +8,7 @@ public sealed record DecoderSpec(int Vocab, int Hidden, int Intermediate, int La
     float RmsEps, double RopeTheta, bool QkvBias, bool TiedEmbeddings, int MaxPositions)
 {
     /// <summary>Reads an HF LlamaConfig / Qwen2Config (defaults passed per family), rejecting what this decoder does not implement.</summary>
-    public static DecoderSpec Read(HfConfig c, int vocab, int maxPositions, float eps, bool qkvBias, bool tied)
+    public static DecoderSpec Read(HfConfig c, int vocab, int intermediate, int maxPositions, float eps, bool qkvBias, bool tied)
     {
         int hidden = c.Int("hidden_size", 4096, min: 1);
         int heads = c.Int("num_attention_heads", 32, min: 1);
@@ -20,7 +20,7 @@ public sealed record DecoderSpec(int Vocab, int Hidden, int Intermediate, int La
         if (c.Has("rope_scaling")) throw c.Error("rope_scaling", "is set; scaled RoPE variants are not supported yet");
         if (c.Bool("mlp_bias", false)) throw c.Error("mlp_bias", "= true is not supported");
         bool bias = c.Bool("attention_bias", qkvBias);
-        return new DecoderSpec(c.Int("vocab_size", vocab, min: 1), hidden, c.Int("intermediate_size", 11008, min: 1),
+        return new DecoderSpec(c.Int("vocab_size", vocab, min: 1), hidden, c.Int("intermediate_size", intermediate, min: 1),
             c.Int("num_hidden_layers", 32, min: 0), heads, kvHeads, headDim, c.Float("rms_norm_eps", eps),
             c.Float("rope_theta", 10000f), bias, c.Bool("tie_word_embeddings", tied), c.Int("max_position_embeddings", maxPositions, min: 1));
     }

@@ -108,16 +108,19 @@ public sealed class Generator : IDisposable
     {
         int imageTokens = r.PromptIds.Count(id => id == _model.ImageTokenId);
         if (r.PromptIds.Length == 0) throw new FastMMException("the prompt is empty");
-        CheckFits(r.PromptIds.Length, r.MaxNewTokens, imageTokens);
+        if (r.RopeOffset < 0) throw new FastMMException($"the RoPE position offset must be >= 0, got {r.RopeOffset}");
+        CheckFits(r.RopeOffset + r.PromptIds.Length, r.MaxNewTokens, imageTokens);
         var sampler = new Sampler(r.Sampling);
         var detok = new StreamingDetokenizer(_tokenizer);
         var stops = r.StopStrings.Count > 0 ? new StopStrings(r.StopStrings) : null;
         using var seq = _cache.NewSequence(r.PromptIds.Length + r.MaxNewTokens);
+        // All blocks up front: a full pool fails now, not halfway through a streamed answer.
+        seq.Reserve(r.PromptIds.Length + Math.Max(r.MaxNewTokens - 1, 0));
         var history = new List<int>(r.PromptIds);
         var b = _model.Backend;
 
         if (r.MaxNewTokens == 0) { yield return new Step(StepKind.Finished, 0, "", FinishReason.MaxTokens); yield break; }
-        ct.ThrowIfCancellationRequested();
+        if (ct.IsCancellationRequested) { yield return new Step(StepKind.Finished, 0, "", FinishReason.Cancelled); yield break; }
         Tensor logits;
         using (var embeds = _model.EmbedPrompt(r.PromptIds, r.ImageFeatures))
             logits = _model.Forward(embeds, seq, allLogits: false, r.RopeOffset);
@@ -145,7 +148,13 @@ public sealed class Generator : IDisposable
             yield return new Step(StepKind.Token, token, ready, default);
             if (stops is { Stopped: true }) { yield return new Step(StepKind.Finished, token, "", FinishReason.StopString); yield break; }
             if (last) { yield return new Step(StepKind.Finished, token, "", FinishReason.MaxTokens); yield break; }
-            if (ct.IsCancellationRequested) { yield return new Step(StepKind.Finished, token, "", FinishReason.Cancelled); yield break; }
+            if (ct.IsCancellationRequested)
+            {
+                string tail = Release(stops, detok.Flush(), ref emitted, final: true);
+                if (tail.Length > 0) yield return new Step(StepKind.Token, -1, tail, default);
+                yield return new Step(StepKind.Finished, token, "", FinishReason.Cancelled);
+                yield break;
+            }
             one[0] = token;
             using var e = _model.Text.Embed(one);
             logits = _model.Forward(e, seq, allLogits: false, r.RopeOffset);

@@ -94,7 +94,10 @@ public static class VlmTensors
     {
         ropeOffsets ??= RopeOffsets(text, null, source);
         int v = m.Text.Vocab;
-        var logits = new float[(long)text.Batch * text.Length * v];
+        long total = (long)text.Batch * text.Length * v;
+        if (total > Array.MaxLength)
+            throw new FastMMException($"{source}: logits for {text.Batch} x {text.Length} tokens x {v} vocabulary exceed one array; split the batch");
+        var logits = new float[total];
         int used = 0;
         using var cache = m.CreateCache(text.Length);
         for (int r = 0; r < text.Batch; r++)
@@ -105,24 +108,23 @@ public static class VlmTensors
             using var seq = cache.NewSequence(count);
             using var e = m.EmbedPrompt(ids, rowFeatures);
             using var l = m.Forward(e, seq, allLogits: true, ropeOffset: ropeOffsets[r]);
-            m.Backend.ToHost(l, logits.AsSpan((int)(((long)r * text.Length + start) * v), count * v));
+            m.Backend.ToHost(l, logits.AsSpan((int)(((long)r * text.Length + start) * v), (int)((long)count * v)));
         }
         CheckAllUsed(features, used);
         return logits;
     }
 
     /// <summary>HF generate(do_sample=False): prompt + new tokens per row, rows that end early padded with padId.</summary>
-    public static long[] GenerateGreedy(VisionLanguageModel m, Tokenizers.Tokenizer tokenizer, TextInput text, Tensor? features,
+    public static long[] GenerateGreedy(Generator gen, VisionLanguageModel m, TextInput text, Tensor? features,
         int maxNewTokens, IReadOnlyList<int> eos, int padId, string source, out int width)
-        => Generate(m, tokenizer, text, features, maxNewTokens, eos, padId, SamplingOptions.Greedy, source, out width);
+        => Generate(gen, m, text, features, maxNewTokens, eos, padId, SamplingOptions.Greedy, source, out width);
 
     /// <summary>HF generate(): prompt + new tokens per row (each row sampled as its own sequence), rows that end early padded with padId.</summary>
-    public static long[] Generate(VisionLanguageModel m, Tokenizers.Tokenizer tokenizer, TextInput text, Tensor? features,
+    public static long[] Generate(Generator gen, VisionLanguageModel m, TextInput text, Tensor? features,
         int maxNewTokens, IReadOnlyList<int> eos, int padId, SamplingOptions sampling, string source, out int width)
     {
         var rows = new List<long[]>();
         int used = 0;
-        using var gen = new Generator(m, tokenizer, cacheTokens: text.Length + maxNewTokens);
         for (int r = 0; r < text.Batch; r++)
         {
             var (start, count) = RealSpan(text, r, source);

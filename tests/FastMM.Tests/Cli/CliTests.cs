@@ -121,6 +121,7 @@ public class CliTests
             """{"id": "a", "image": "red.png", "texts": ["a red circle", "a blue square"]}""",
             """{"id": 7, "image": "missing.png", "texts": ["x"]}""",
             "not json",
+            """{"id": "dup", "id": "dup", "image": "red.png", "texts": ["x"]}""",
             $$"""{"id": "c", "image": "{{Path.Combine(Samples, "blue-square.png")}}", "texts": ["a", "b", "c"]}""",
         ]);
         var (code, _, err) = Run("rank", "--model", TestPaths.Model("tiny-clip"), "--batch", tmp["in.jsonl"], "--out", tmp["out.jsonl"]);
@@ -128,13 +129,15 @@ public class CliTests
         Assert.Contains("in.jsonl:2:", err);
         Assert.Contains("in.jsonl:3: invalid JSON", err);
         var lines = File.ReadAllLines(tmp["out.jsonl"]).Select(l => JsonDocument.Parse(l).RootElement).ToList();
-        Assert.Equal(4, lines.Count);
+        Assert.Equal(5, lines.Count);
+        Assert.True(lines[3].TryGetProperty("error", out var dupError));
+        Assert.Contains("invalid JSON", dupError.GetString());
         Assert.Equal("a", lines[0].GetProperty("id").GetString());
         Assert.Equal(2, lines[0].GetProperty("scores").GetArrayLength());
         Assert.Equal(7, lines[1].GetProperty("id").GetInt32());
         Assert.Contains("missing.png", lines[1].GetProperty("error").GetString());
         Assert.True(lines[2].TryGetProperty("error", out _));
-        Assert.Equal(3, lines[3].GetProperty("scores").GetArrayLength());
+        Assert.Equal(3, lines[4].GetProperty("scores").GetArrayLength());
     }
 
     [Fact]

@@ -69,7 +69,8 @@ public class VlmGoldenTests
             using var f = VlmTensors.ImageFeatures(m, g["pixel_values"], g.GetValueOrDefault("pixel_attention_mask"), model);
             var expected = g["generated_ids"].Ints(model);
             int newTokens = g["generated_ids"].Shape[1] - text.Length;
-            var ids = VlmTensors.GenerateGreedy(m, tok, text, f, newTokens, eos: [], padId: 0, model, out int width);
+            using var gen = new Generator(m, tok);
+            var ids = VlmTensors.GenerateGreedy(gen, m, text, f, newTokens, eos: [], padId: 0, model, out int width);
             Assert.Equal(g["generated_ids"].Shape[1], width);
             Assert.Equal(expected, ids);
         }

@@ -155,6 +155,48 @@ public class VlmPipelineTests
         Assert.NotEqual(a, pipe.Ask(conv, o with { Seed = 8 }, 12).TokenIds);
     }
 
+    [Fact]
+    public void AFullKvPoolFailsBeforeAnyTokenIsStreamed()
+    {
+        using var backend = new CpuBackend();
+        using var pipe = VlmPipeline.Load(TestPaths.Model("tiny-llava"), backend, cacheTokens: 48);
+        var chunks = new List<string>();
+        var e = Assert.Throws<FastMMException>(() => pipe.Ask([new ChatTurn("user", Question, [Gray(32, 32)])], SamplingOptions.Greedy, 30, onChunk: c => chunks.Add(c.Text)));
+        Assert.Contains("KV cache is full", e.Message);
+        Assert.Empty(chunks);
+        Assert.Equal(3, pipe.Generator.Cache.FreeBlocks); // 48 tokens = 3 blocks of 16, all returned
+    }
+
+    [Fact]
+    public void GenerationConfigSamplingDefaultsAreRead()
+    {
+        using var tmp = new TestPaths.TempDir();
+        foreach (var f in Directory.GetFiles(TestPaths.Model("tiny-llava"))) File.Copy(f, tmp[Path.GetFileName(f)]);
+        File.WriteAllText(tmp["generation_config.json"], """{"eos_token_id": [2, 7], "do_sample": true, "temperature": 0.7, "top_p": 0.9, "repetition_penalty": 1.3}""");
+        using var backend = new CpuBackend();
+        using (var pipe = VlmPipeline.Load(tmp.Path, backend))
+        {
+            Assert.Equal([2, 7], pipe.EosTokenIds);
+            Assert.Equal(2, pipe.PadTokenId); // no pad_token_id: HF generate() pads with eos[0]
+            Assert.Equal(new SamplingOptions { Temperature = 0.7f, TopK = 50, TopP = 0.9f, RepetitionPenalty = 1.3f }, pipe.DefaultSampling);
+        }
+        File.WriteAllText(tmp["generation_config.json"], """{"eos_token_id": 2.5}""");
+        var e = Assert.Throws<FastMMException>(() => VlmPipeline.Load(tmp.Path, backend));
+        Assert.Contains("generation_config.json: eos_token_id must be an integer", e.Message);
+    }
+
+    [Fact]
+    public void NonRectangularPixelMaskIsRejected()
+    {
+        using var backend = new CpuBackend();
+        using var m = FastMM.Models.ModelLoader.LoadVisionLanguageModel(TestPaths.Model("tiny-idefics3"), backend);
+        using var px = backend.FromHost(new float[3 * 32 * 32], 1, 3, 32, 32);
+        var mask = new bool[32 * 32];
+        mask[0] = true; mask[9 * 32 + 9] = true; // real pixels in patches (0,0) and (1,1) only: not a top-left block
+        var e = Assert.Throws<FastMMException>(() => m.ImageFeatures(px, mask));
+        Assert.Contains("top-left rectangle", e.Message);
+    }
+
     // ---- CLI ----
 
     [Fact]
