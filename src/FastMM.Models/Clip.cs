@@ -13,36 +13,28 @@ public sealed class ClipModel : DualEncoderModel
     public const string Type = "clip";
 
     public ClipVisionTower Vision { get; }
-    private readonly Tensor _tokenEmbedding, _textPositions;
-    private readonly Encoder _textEncoder;
-    private readonly LayerNormWeights _finalLn;
+    private readonly TextTransformer _text;
     private readonly LinearWeight _textProjection;
-    private readonly int _vocab, _maxPositions, _eosTokenId, _projectionDim;
+    private readonly int _eosTokenId, _projectionDim;
 
     public override string ModelType => Type;
     public override int EmbedDim => _projectionDim;
     public override int ImageSize => Vision.Transformer.Spec.ImageSize;
-    public override int TextLength => _maxPositions;
+    public override int TextLength => _text.MaxPositions;
 
     internal ClipModel(Weights w) : base(w)
     {
         var cfg = w.Folder.Config;
         _projectionDim = cfg.Int("projection_dim", 512, min: 1);
         var tc = cfg.Section("text_config");
-        _vocab = tc.Int("vocab_size", 49408, min: 1);
-        _maxPositions = tc.Int("max_position_embeddings", 77, min: 1);
+        int vocab = tc.Int("vocab_size", 49408, min: 1), maxPositions = tc.Int("max_position_embeddings", 77, min: 1);
         _eosTokenId = tc.Int("eos_token_id", 49407);
         var textSpec = ClipVisionTower.ReadEncoderSpec(tc, hidden: 512, intermediate: 2048, layers: 12, heads: 8);
         if (tc.Int("projection_dim", _projectionDim) != _projectionDim) throw tc.Error("projection_dim", "disagrees with the top-level projection_dim");
 
         Vision = new ClipVisionTower(w, cfg.Section("vision_config"), "vision_model", _projectionDim);
-        int d = textSpec.Hidden;
-        _tokenEmbedding = w.Tensor("text_model.embeddings.token_embedding.weight", _vocab, d);
-        _textPositions = w.Tensor("text_model.embeddings.position_embedding.weight", _maxPositions, d);
-        w.Skip("text_model.embeddings.position_ids");
-        _textEncoder = new Encoder(w, "text_model.encoder", textSpec, textSpec.Layers);
-        _finalLn = w.LayerNorm("text_model.final_layer_norm", d, textSpec.Eps);
-        _textProjection = w.Linear("text_projection", _projectionDim, d, bias: false);
+        _text = new TextTransformer(w, "text_model", textSpec, vocab, maxPositions);
+        _textProjection = w.Linear("text_projection", _projectionDim, textSpec.Hidden, bias: false);
         LogitScale = MathF.Exp(w.Scalar("logit_scale"));
     }
 
@@ -50,16 +42,8 @@ public sealed class ClipModel : DualEncoderModel
 
     public override Tensor TextFeatures(TextInput t)
     {
-        var b = Backend;
-        CheckTokens(t, _vocab, _maxPositions);
-        using var mask = MaskTensor(t);
-        using var x = b.Embedding(_tokenEmbedding, t.Ids);
-        using var xs = x.Reshape(t.Batch, t.Length, -1);
-        AddPositions(b, xs, _textPositions, t.Length);
-        _textEncoder.Forward(b, xs, causal: true, keyMask: mask);
-        using var h = _finalLn.Apply(b, xs);
-        using var pooled = b.SelectRows(h, EosPositions(t));
-        return b.Linear(pooled, _textProjection);
+        using var pooled = _text.Pooled(Backend, t, causal: true, EosPositions(t));
+        return Backend.Linear(pooled, _textProjection);
     }
 
     /// <summary>HF: legacy configs (eos_token_id == 2) pool at argmax(input_ids); otherwise at the first eos_token_id.</summary>

@@ -97,29 +97,6 @@ public abstract class DualEncoderModel : IDisposable
         return new DualEncoderOutput(images, text.Batch, EmbedDim, ie, te, Logits(ie, images, te, text.Batch));
     }
 
-    protected void CheckTokens(TextInput t, int vocab, int maxPositions)
-    {
-        if (t.Length > maxPositions)
-            throw new FastMMException($"input_ids: sequence length {t.Length} exceeds the model's max_position_embeddings {maxPositions}");
-        if (t.Length == 0 || t.Batch == 0) throw new FastMMException("input_ids: empty batch or sequence");
-        for (int i = 0; i < t.Ids.Length; i++)
-            if ((uint)t.Ids[i] >= (uint)vocab)
-                throw new FastMMException($"input_ids[{i / t.Length}, {i % t.Length}] = {t.Ids[i]} is outside the vocabulary [0, {vocab})");
-    }
-
-    /// <summary>x [B, L, D] += table[0..L) (learned absolute positions; L may be below the table length).</summary>
-    protected static void AddPositions(IBackend b, Tensor x, Tensor table, int length)
-    {
-        if (length == table.Dim(0)) { b.AddInPlace(x, table); return; }
-        var rows = new int[length];
-        for (int i = 0; i < length; i++) rows[i] = i;
-        using var slice = b.Embedding(table, rows);
-        b.AddInPlace(x, slice);
-    }
-
-    protected Tensor? MaskTensor(TextInput t)
-        => t.AttentionMask is null ? null : Backend.FromHost(t.AttentionMask.Select(v => (float)v).ToArray(), t.Batch, t.Length);
-
     public virtual void Dispose()
     {
         W.Dispose();

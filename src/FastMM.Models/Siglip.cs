@@ -13,16 +13,14 @@ public sealed class SiglipModel : DualEncoderModel
     public const string Type = "siglip";
 
     public SiglipVisionTower Vision { get; }
-    private readonly Tensor _tokenEmbedding, _textPositions;
-    private readonly Encoder _textEncoder;
-    private readonly LayerNormWeights _finalLn;
+    private readonly TextTransformer _text;
     private readonly LinearWeight _textHead;
-    private readonly int _vocab, _maxPositions, _embedDim;
+    private readonly int _embedDim;
 
     public override string ModelType => Type;
     public override int EmbedDim => _embedDim;
     public override int ImageSize => Vision.Transformer.Spec.ImageSize;
-    public override int TextLength => _maxPositions;
+    public override int TextLength => _text.MaxPositions;
 
     internal SiglipModel(Weights w) : base(w)
     {
@@ -31,18 +29,13 @@ public sealed class SiglipModel : DualEncoderModel
         Vision = new SiglipVisionTower(w, cfg.Section("vision_config"), "vision_model");
         _embedDim = Vision.Transformer.Spec.Encoder.Hidden;
 
-        _vocab = tc.Int("vocab_size", 32000, min: 1);
-        _maxPositions = tc.Int("max_position_embeddings", 64, min: 1);
+        int vocab = tc.Int("vocab_size", 32000, min: 1), maxPositions = tc.Int("max_position_embeddings", 64, min: 1);
         var textSpec = SiglipVisionTower.ReadEncoderSpec(tc);
         int d = textSpec.Hidden;
         int projection = tc.Int("projection_size", d, min: 1);
         if (projection != _embedDim)
             throw tc.Error("projection_size", $"= {projection} must equal vision_config.hidden_size = {_embedDim} (text and image embeddings share one space)");
-        _tokenEmbedding = w.Tensor("text_model.embeddings.token_embedding.weight", _vocab, d);
-        _textPositions = w.Tensor("text_model.embeddings.position_embedding.weight", _maxPositions, d);
-        w.Skip("text_model.embeddings.position_ids");
-        _textEncoder = new Encoder(w, "text_model.encoder", textSpec, textSpec.Layers);
-        _finalLn = w.LayerNorm("text_model.final_layer_norm", d, textSpec.Eps);
+        _text = new TextTransformer(w, "text_model", textSpec, vocab, maxPositions);
         _textHead = w.Linear("text_model.head", projection, d);
         LogitScale = MathF.Exp(w.Scalar("logit_scale"));
         LogitBias = w.Scalar("logit_bias");
@@ -52,19 +45,11 @@ public sealed class SiglipModel : DualEncoderModel
 
     public override Tensor TextFeatures(TextInput t)
     {
-        var b = Backend;
-        CheckTokens(t, _vocab, _maxPositions);
-        using var mask = MaskTensor(t);
-        using var x = b.Embedding(_tokenEmbedding, t.Ids);
-        using var xs = x.Reshape(t.Batch, t.Length, -1);
-        AddPositions(b, xs, _textPositions, t.Length);
-        // SigLIP's text tower is bidirectional: only the padding mask (when given) applies.
-        _textEncoder.Forward(b, xs, causal: false, keyMask: mask);
-        using var h = _finalLn.Apply(b, xs);
+        // SigLIP's text tower is bidirectional (only a given padding mask applies) and pools the last position.
         var last = new int[t.Batch];
         Array.Fill(last, t.Length - 1);
-        using var pooled = b.SelectRows(h, last);
-        return b.Linear(pooled, _textHead);
+        using var pooled = _text.Pooled(Backend, t, causal: false, last);
+        return Backend.Linear(pooled, _textHead);
     }
 }
 

@@ -79,49 +79,19 @@ internal static class AskCommand
         public void Dispose() { Console.CancelKeyPress -= _handler; _cts.Dispose(); }
     }
 
-    /// <summary>A bad line (malformed JSON, missing image, over the context window) yields an "error" record; the rest still run.</summary>
     private static int RunBatch(VlmPipeline pipe, string inPath, string outPath, string? system, SamplingOptions sampling, int maxNew,
         IReadOnlyList<string> stops, TextWriter stderr)
-    {
-        string baseDir = Path.GetDirectoryName(inPath)!;
-        int lineNo = 0, failed = 0, done = 0;
-        using var writer = new StreamWriter(outPath);
-        foreach (string line in File.ReadLines(inPath))
+        => JsonlBatch.Run(inPath, outPath, stderr, "answered", (input, output, baseDir) =>
         {
-            lineNo++;
-            if (string.IsNullOrWhiteSpace(line)) continue;
-            JsonNode? id = null;
-            JsonObject record;
-            try
+            string question = JsonlBatch.String(input, "question");
+            var paths = input["image"] switch
             {
-                JsonObject obj;
-                try { obj = JsonNode.Parse(line) as JsonObject ?? throw new FastMMException("not a JSON object"); }
-                catch (JsonException e) { throw new FastMMException($"invalid JSON ({e.Message})"); }
-                try { id = obj["id"]?.DeepClone(); }
-                catch (ArgumentException e) { throw new FastMMException($"invalid JSON ({e.Message})"); } // duplicate keys
-                string question = obj["question"] is JsonValue q && q.TryGetValue(out string? qs) ? qs : throw new FastMMException("\"question\" must be a string");
-                var paths = obj["image"] switch
-                {
-                    null => [],
-                    JsonValue v when v.TryGetValue(out string? s) => [s],
-                    JsonArray a => a.Select(x => x is JsonValue xv && xv.TryGetValue(out string? xs) ? xs : throw new FastMMException("\"image\" list must hold paths")).ToList(),
-                    _ => throw new FastMMException("\"image\" must be a path or a list of paths"),
-                };
-                var imgs = paths.Select(pth => ImageDecoder.Decode(RankCommand.ResolvePath(pth, baseDir))).ToList();
-                var r = pipe.Ask(Conversation(system, question, imgs), sampling, maxNew, stops);
-                record = new JsonObject { ["id"] = id, ["answer"] = r.Text.Trim() };
-                done++;
-            }
-            catch (FastMMException e)
-            {
-                failed++;
-                stderr.WriteLine($"{Path.GetFileName(inPath)}:{lineNo}: {e.Message}");
-                record = new JsonObject { ["id"] = id?.DeepClone(), ["error"] = e.Message };
-            }
-            writer.WriteLine(record.ToJsonString());
-            writer.Flush();
-        }
-        stderr.WriteLine($"answered {done} line(s), {failed} failed → {outPath}");
-        return failed == 0 ? 0 : 1;
-    }
+                null => [],
+                JsonValue v when v.TryGetValue(out string? s) => [s],
+                JsonArray a => a.Select(x => x is JsonValue xv && xv.TryGetValue(out string? xs) ? xs : throw new FastMMException("\"image\" list must hold paths")).ToList(),
+                _ => throw new FastMMException("\"image\" must be a path or a list of paths"),
+            };
+            var imgs = paths.Select(p => ImageDecoder.Decode(JsonlBatch.ResolvePath(p, baseDir))).ToList();
+            output["answer"] = pipe.Ask(Conversation(system, question, imgs), sampling, maxNew, stops).Text.Trim();
+        });
 }

@@ -49,46 +49,13 @@ internal static class RankCommand
         return cmd;
     }
 
-    /// <summary>A bad line (malformed JSON, missing image, no texts) yields an "error" record; the rest still run.</summary>
     private static int RunBatch(DualEncoderPipeline pipe, string inPath, string outPath, TextWriter stderr)
-    {
-        string baseDir = Path.GetDirectoryName(inPath)!;
-        int lineNo = 0, failed = 0, done = 0;
-        using var writer = new StreamWriter(outPath);
-        foreach (string line in File.ReadLines(inPath))
+        => JsonlBatch.Run(inPath, outPath, stderr, "ranked", (input, output, baseDir) =>
         {
-            lineNo++;
-            if (string.IsNullOrWhiteSpace(line)) continue;
-            JsonNode? id = null;
-            var record = new JsonObject();
-            try
-            {
-                JsonObject obj;
-                try { obj = JsonNode.Parse(line) as JsonObject ?? throw new FastMMException("not a JSON object"); }
-                catch (JsonException e) { throw new FastMMException($"invalid JSON ({e.Message})"); }
-                try { id = obj["id"]?.DeepClone(); }
-                catch (ArgumentException e) { throw new FastMMException($"invalid JSON ({e.Message})"); } // duplicate keys
-                string imagePath = obj["image"] is JsonValue v && v.TryGetValue(out string? s) ? s : throw new FastMMException("\"image\" must be a path string");
-                if (obj["texts"] is not JsonArray arr || arr.Count == 0) throw new FastMMException("\"texts\" must be a non-empty array of strings");
-                var candidates = arr.Select(t => t is JsonValue tv && tv.TryGetValue(out string? ts) ? ts : throw new FastMMException("\"texts\" must contain strings")).ToList();
-                var img = ImageDecoder.Decode(ResolvePath(imagePath, baseDir));
-                record["id"] = id;
-                record["scores"] = new JsonArray(pipe.Rank([img], candidates).Select(x => (JsonNode)x).ToArray());
-                done++;
-            }
-            catch (FastMMException e)
-            {
-                failed++;
-                stderr.WriteLine($"{Path.GetFileName(inPath)}:{lineNo}: {e.Message}");
-                record = new JsonObject { ["id"] = id?.DeepClone(), ["error"] = e.Message };
-            }
-            writer.WriteLine(record.ToJsonString());
-        }
-        stderr.WriteLine($"ranked {done} line(s), {failed} failed → {outPath}");
-        return failed == 0 ? 0 : 1;
-    }
-
-    /// <summary>Relative image paths resolve against the working folder, then against the batch file's folder.</summary>
-    internal static string ResolvePath(string path, string batchDir)
-        => Path.IsPathRooted(path) || File.Exists(path) ? path : Path.Combine(batchDir, path);
+            string imagePath = JsonlBatch.String(input, "image");
+            if (input["texts"] is not JsonArray arr || arr.Count == 0) throw new FastMMException("\"texts\" must be a non-empty array of strings");
+            var candidates = arr.Select(t => t is JsonValue tv && tv.TryGetValue(out string? ts) ? ts : throw new FastMMException("\"texts\" must contain strings")).ToList();
+            var img = ImageDecoder.Decode(JsonlBatch.ResolvePath(imagePath, baseDir));
+            output["scores"] = new JsonArray(pipe.Rank([img], candidates).Select(x => (JsonNode)x).ToArray());
+        });
 }
