@@ -43,15 +43,7 @@ public static unsafe class AttentionKernel
         {
             var job = t_job ??= new AttentionJob();
             job.Setup(pq, qStride, pk, kStride, pv, vStride, po, keyMask.Length == 0 ? null : pm, batch, tq, tk, heads, heads, headDim, scale, causal, CpuFeatures.Level, null, 0);
-            try
-            {
-                // Phase 1 packs Kᵀ and V once per (batch, head); phase 2's query blocks all read those packs.
-                job.Packing = true;
-                CpuParallel.Run(job, job.PackTasks);
-                job.Packing = false;
-                CpuParallel.Run(job, job.Tasks);
-            }
-            finally { job.Clear(); }
+            RunTwoPhases(job);
         }
     }
 
@@ -84,15 +76,21 @@ public static unsafe class AttentionKernel
             }
             var job = t_job ??= new AttentionJob();
             job.Setup(pq, qStride, pk, kvStride, pv, kvStride, po, null, 1, tq, tk, heads, kvHeads, headDim, scale, causal: true, CpuFeatures.Level, pt, blockSize);
-            try
-            {
-                job.Packing = true;
-                CpuParallel.Run(job, job.PackTasks);
-                job.Packing = false;
-                CpuParallel.Run(job, job.Tasks);
-            }
-            finally { job.Clear(); }
+            RunTwoPhases(job);
         }
+    }
+
+    /// <summary>Phase 1 packs Kᵀ and V once per (batch, KV head); phase 2's query blocks all read those packs.</summary>
+    private static void RunTwoPhases(AttentionJob job)
+    {
+        try
+        {
+            job.Packing = true;
+            CpuParallel.Run(job, job.PackTasks);
+            job.Packing = false;
+            CpuParallel.Run(job, job.Tasks);
+        }
+        finally { job.Clear(); }
     }
 
     private static void DecodeInline(float* q, float* k, float* v, int kvStride, int* table, int blockSize, float* o,
