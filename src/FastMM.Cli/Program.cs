@@ -23,6 +23,7 @@ public static class Program
         root.Add(ChatCommand.Create(stdin ?? TextReader.Null, stdout, stderr));
         root.Add(GenerateCommand.Create(stdout, stderr));
         root.Add(TokensCommand.Create(stdout, stderr));
+        root.Add(EvalCommand.Create(stdout, stderr));
 
 
 
