@@ -1,23 +1,22 @@
-"""Draws the small sample images bundled in assets/samples (README demos). Run: /usr/bin/python3 tools/samples/make_samples.py"""
+"""Renders the sample images bundled in assets/samples (README demos) with the Shapes World renderer, named by
+their captions. Run: /usr/bin/python3 tools/samples/make_samples.py"""
 import os
-from PIL import Image, ImageDraw
+import shutil
+import sys
 
-OUT = os.path.join(os.path.dirname(__file__), "..", "..", "assets", "samples")
-COLORS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220), "yellow": (235, 200, 40)}
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "shapes"))
+import render  # noqa: E402  (tools/shapes/render.py)
 
-def draw(shape, color, bg=(245, 245, 240), size=160):
-    im = Image.new("RGB", (size, size), bg)
-    d = ImageDraw.Draw(im)
-    box = (size * 0.22, size * 0.22, size * 0.78, size * 0.78)
-    if shape == "circle":
-        d.ellipse(box, fill=COLORS[color])
-    elif shape == "square":
-        d.rectangle(box, fill=COLORS[color])
-    else:  # triangle
-        d.polygon([(size / 2, size * 0.18), (size * 0.82, size * 0.8), (size * 0.18, size * 0.8)], fill=COLORS[color])
-    return im
+OUT = os.path.join(HERE, "..", "..", "assets", "samples")
+SEED, COUNT = 20261130, 8
 
-os.makedirs(OUT, exist_ok=True)
-for shape, color in [("circle", "red"), ("square", "blue"), ("triangle", "green"), ("circle", "yellow"), ("square", "red"), ("triangle", "blue")]:
-    draw(shape, color).save(os.path.join(OUT, f"{color}-{shape}.png"), optimize=True)
+shutil.rmtree(OUT, ignore_errors=True)
+os.makedirs(OUT)
+for i in range(COUNT):
+    rng = render.scene_rng(SEED, i)
+    # Half single-object scenes (the README's simple queries), half with two or three objects.
+    scene = render.sample_scene(rng, n_objects=1 if i % 2 == 0 else None)
+    name = render.caption(scene).replace(", ", "-").replace(" and ", "-and-").replace(" ", "-") + ".png"
+    render.draw(scene).save(os.path.join(OUT, name), optimize=True)
 print("wrote", sorted(os.listdir(OUT)))

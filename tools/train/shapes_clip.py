@@ -35,9 +35,9 @@ def make_config(projection_dim=128, vision=None, text=None, dtype="float16"):
              initializer_factor=1.0, initializer_range=0.02, intermediate_size=512, layer_norm_eps=1e-05,
              max_position_embeddings=77, model_type="clip_text_model", num_attention_heads=4, num_hidden_layers=3,
              pad_token_id=1, projection_dim=projection_dim, vocab_size=1000)
-    v = dict(attention_dropout=0.0, hidden_act="quick_gelu", hidden_size=192, image_size=IMAGE_SIZE,
-             initializer_factor=1.0, initializer_range=0.02, intermediate_size=768, layer_norm_eps=1e-05,
-             model_type="clip_vision_model", num_attention_heads=6, num_channels=3, num_hidden_layers=6,
+    v = dict(attention_dropout=0.0, hidden_act="quick_gelu", hidden_size=128, image_size=IMAGE_SIZE,
+             initializer_factor=1.0, initializer_range=0.02, intermediate_size=512, layer_norm_eps=1e-05,
+             model_type="clip_vision_model", num_attention_heads=4, num_channels=3, num_hidden_layers=4,
              patch_size=8, projection_dim=projection_dim)
     t.update(text or {})
     v.update(vision or {})

@@ -5,9 +5,11 @@ as a complete Hugging Face folder plus a golden file tools/train/goldens/shapes-
 
     nice -n 10 /usr/bin/python3 tools/train/train_clip.py --seed 0 --minutes 22
 
-Training stops by time: after a short warm-up the script measures its step time and fixes the total step
-count (printed, and saved in tools/train/goldens/shapes-clip.train.json) so the cosine schedule ends on
-time. `--steps N` skips the measurement: with the same seed, N and thread count the run is reproducible.
+Training stops by time: the cosine learning-rate schedule follows wall-clock progress through --minutes, and
+the steps taken and the exact learning rate of every step are saved in tools/train/goldens/shapes-clip.train.json.
+Everything else (init, every rendered batch, hard negatives) is a function of --seed and the step index, so
+`--replay tools/train/goldens/shapes-clip.train.json` repeats a run exactly (same seed/batch/threads), whatever
+the machine's speed. `--steps N` runs a step-based schedule instead.
 """
 import argparse
 import json
@@ -114,14 +116,15 @@ def main():
     ap.add_argument("--out", default=os.path.join(REPO, "models", "shapes-clip"))
     ap.add_argument("--golden", default=os.path.join(REPO, "tools", "train", "goldens", "shapes-clip.npz"))
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--minutes", type=float, default=22.0, help="wall-clock budget for the training loop")
+    ap.add_argument("--minutes", type=float, default=21.0, help="wall-clock budget for the training loop")
     ap.add_argument("--steps", type=int, default=0, help="fixed step count (reproducible); 0 = derive from --minutes")
-    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--replay", help="a .train.json from an earlier run: repeat its exact per-step learning rates")
+    ap.add_argument("--batch", type=int, default=96)
     ap.add_argument("--hard", type=int, default=2, help="hard-negative captions per image")
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--warmup", type=int, default=150)
+    ap.add_argument("--lr", type=float, default=1.5e-3)
+    ap.add_argument("--warmup", type=int, default=100)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--eval-every", type=int, default=250)
+    ap.add_argument("--eval-every", type=int, default=100)
     a = ap.parse_args()
 
     torch.set_grad_enabled(True)  # make_reference disables autograd when imported
@@ -149,28 +152,27 @@ def main():
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}],
                             lr=a.lr, betas=(0.9, 0.98), eps=1e-6)
 
-    total = a.steps if a.steps > 0 else None
+    replay = None
+    if a.replay:
+        with open(a.replay) as f:
+            replay = json.load(f)["lr_per_step"]
+    total = len(replay) if replay else (a.steps if a.steps > 0 else None)
     budget = a.minutes * 60
     t_loop = time.time()
     step = 0
-    log = []
+    log, lrs = [], []
     while True:
+        elapsed = time.time() - t_loop
         if total is not None and step >= total:
             break
-        elapsed = time.time() - t_loop
-        if total is None and step == 40:
-            per = elapsed / step
-            total = max(step + 1, int(budget / per * 0.96))
-            print(f"step time {per:.3f}s -> total steps {total}", flush=True)
-        if elapsed > budget and a.steps == 0:
+        if total is None and elapsed >= budget:
             print(f"time budget reached at step {step}", flush=True)
-            total = step
             break
         warm = min(1.0, (step + 1) / a.warmup)
-        if total is None:
-            lr = a.lr * warm
-        else:  # cosine to 2% of the peak
-            lr = a.lr * warm * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, step / total))))
+        # cosine to 2% of the peak over the run: by step (--steps) or by wall-clock progress (--minutes)
+        progress = step / total if total is not None else elapsed / budget
+        lr = replay[step] if replay else a.lr * warm * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+        lrs.append(lr)
         for g in opt.param_groups:
             g["lr"] = lr
 
@@ -273,7 +275,8 @@ def main():
     size = sum(os.path.getsize(os.path.join(a.out, f)) for f in os.listdir(a.out))
     info = dict(seed=a.seed, steps=step, batch=a.batch, hard=a.hard, lr=a.lr, warmup=a.warmup, threads=a.threads,
                 train_minutes=round(train_seconds / 60, 2), total_minutes=round((time.time() - t_start) / 60, 2),
-                params=n_params, folder_bytes=size, quick_recall_at_1_500=r, evals=log, config=cfg)
+                params=n_params, folder_bytes=size, quick_recall_at_1_500=r, evals=log, config=cfg,
+                lr_per_step=lrs)
     with open(a.golden.replace(".npz", ".train.json"), "w") as f:
         json.dump(info, f, indent=2)
         f.write("\n")

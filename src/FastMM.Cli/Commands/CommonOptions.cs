@@ -27,6 +27,32 @@ internal static class CommonOptions
         Required = required,
     };
 
+    /// <summary>--model for commands that have a bundled default (models/NAME in the FastMM checkout).</summary>
+    public static Option<string> ModelWithDefault(string bundled) => new("--model", "-m")
+    {
+        Description = $"Hugging Face model folder (default: the bundled models/{bundled})",
+        DefaultValueFactory = _ => BundledModel(bundled),
+    };
+
+    /// <summary>
+    /// models/NAME found by walking up from the working folder, then from the executable's folder (so both
+    /// `dotnet run --project src/FastMM.Cli` from the checkout and the built binary find it); else the plain
+    /// relative path, which then fails to load with a clear message.
+    /// </summary>
+    internal static string BundledModel(string name) => Bundled(Path.Combine("models", name), "config.json");
+
+    /// <summary>A bundled folder (relative to the checkout) that contains `marker`, found as <see cref="BundledModel"/> is.</summary>
+    internal static string Bundled(string relative, string marker)
+    {
+        foreach (var start in new[] { Directory.GetCurrentDirectory(), AppContext.BaseDirectory })
+            for (var d = new DirectoryInfo(start); d is not null; d = d.Parent)
+            {
+                string candidate = Path.Combine(d.FullName, relative);
+                if (File.Exists(Path.Combine(candidate, marker)) || Directory.Exists(candidate) && marker.Length == 0) return candidate;
+            }
+        return relative;
+    }
+
     /// <summary>Applies --threads and creates the --backend, failing loudly when it is unavailable.</summary>
     public static IBackend CreateBackend(ParseResult p)
     {

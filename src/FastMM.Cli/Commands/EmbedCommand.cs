@@ -10,7 +10,7 @@ internal static class EmbedCommand
 {
     public static Command Create(TextWriter stdout, TextWriter stderr)
     {
-        var model = CommonOptions.Model();
+        var model = CommonOptions.ModelWithDefault("shapes-clip");
         var images = new Option<string[]>("--image") { Description = "image file(s)", AllowMultipleArgumentsPerToken = true };
         var texts = new Option<string[]>("--text") { Description = "text(s)", AllowMultipleArgumentsPerToken = true };
         var cmd = new Command("embed", "Print L2-normalised image and/or text embeddings as JSON") { model, images, texts };

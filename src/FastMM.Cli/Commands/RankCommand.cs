@@ -14,7 +14,7 @@ internal static class RankCommand
 {
     public static Command Create(TextWriter stdout, TextWriter stderr)
     {
-        var model = CommonOptions.Model();
+        var model = CommonOptions.ModelWithDefault("shapes-clip");
         var image = new Option<string?>("--image") { Description = "image file" };
         var texts = new Option<string[]>("--texts") { Description = "candidate texts", AllowMultipleArgumentsPerToken = true };
         var batch = new Option<FileInfo?>("--batch") { Description = "JSONL input: {\"id\", \"image\", \"texts\": [...]} per line" };

@@ -16,8 +16,12 @@ internal static class SearchCommand
 
     public static Command Create(TextWriter stdout, TextWriter stderr)
     {
-        var model = CommonOptions.Model();
-        var folder = new Option<DirectoryInfo>("--images") { Description = "folder of images (searched recursively)", Required = true };
+        var model = CommonOptions.ModelWithDefault("shapes-clip");
+        var folder = new Option<DirectoryInfo>("--images")
+        {
+            Description = "folder of images, searched recursively (default: the bundled assets/samples)",
+            DefaultValueFactory = _ => new DirectoryInfo(CommonOptions.Bundled(Path.Combine("assets", "samples"), "")),
+        };
         var query = new Option<string>("--query", "-q") { Description = "text to search for", Required = true };
         var top = new Option<int>("--top", "-k") { Description = "how many results", DefaultValueFactory = _ => 5 };
         var cacheDir = new Option<string?>("--cache") { Description = "embedding cache folder (default: $FASTMM_CACHE or ~/.cache/fastmm)" };

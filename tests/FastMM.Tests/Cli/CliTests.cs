@@ -70,7 +70,7 @@ public class CliTests
     public void EmbedPrintsUnitEmbeddingsForImagesAndTexts()
     {
         var (code, output, err) = Run("embed", "--model", TestPaths.Model("tiny-clip"),
-            "--image", Path.Combine(Samples, "red-circle.png"), Path.Combine(Samples, "blue-square.png"), "--text", "a red circle", "two words");
+            "--image", Path.Combine(Samples, "a-red-circle.png"), Path.Combine(Samples, "a-blue-circle.png"), "--text", "a red circle", "two words");
         Assert.True(code == 0, err);
         using var doc = JsonDocument.Parse(output);
         Assert.Equal(24, doc.RootElement.GetProperty("dim").GetInt32());
@@ -90,7 +90,7 @@ public class CliTests
     [Fact]
     public void RankScoresAreTheModelLogitsOfTheEmbeddings()
     {
-        string image = Path.Combine(Samples, "green-triangle.png");
+        string image = Path.Combine(Samples, "a-red-triangle.png");
         string[] texts = ["a photo of a green triangle", "a photo of a red circle", "something else entirely"];
         var (code, output, err) = Run(["rank", "--model", TestPaths.Model("tiny-siglip"), "--image", image, "--json", "--texts", .. texts]);
         Assert.True(code == 0, err);
@@ -115,14 +115,14 @@ public class CliTests
     public void RankBatchWritesOneLinePerInputAndReportsBadLines()
     {
         using var tmp = new TestPaths.TempDir();
-        File.Copy(Path.Combine(Samples, "red-circle.png"), tmp["red.png"]);
+        File.Copy(Path.Combine(Samples, "a-red-circle.png"), tmp["red.png"]);
         File.WriteAllLines(tmp["in.jsonl"],
         [
             """{"id": "a", "image": "red.png", "texts": ["a red circle", "a blue square"]}""",
             """{"id": 7, "image": "missing.png", "texts": ["x"]}""",
             "not json",
             """{"id": "dup", "id": "dup", "image": "red.png", "texts": ["x"]}""",
-            $$"""{"id": "c", "image": "{{Path.Combine(Samples, "blue-square.png")}}", "texts": ["a", "b", "c"]}""",
+            $$"""{"id": "c", "image": "{{Path.Combine(Samples, "a-blue-circle.png")}}", "texts": ["a", "b", "c"]}""",
         ]);
         var (code, _, err) = Run("rank", "--model", TestPaths.Model("tiny-clip"), "--batch", tmp["in.jsonl"], "--out", tmp["out.jsonl"]);
         Assert.Equal(1, code);
@@ -153,21 +153,21 @@ public class CliTests
         Assert.True(code == 0, err);
         Assert.Contains("warning: skipping", err);
         Assert.Contains("broken.png", err);
-        Assert.Contains("0 from cache, 6 encoded, 1 skipped", err);
+        Assert.Contains("0 from cache, 7 encoded, 1 skipped", err);
         var first = JsonDocument.Parse(output).RootElement.EnumerateArray().Select(e => (e.GetProperty("path").GetString(), e.GetProperty("cosine").GetSingle())).ToList();
         Assert.Equal(3, first.Count);
         Assert.True(first[0].Item2 >= first[1].Item2 && first[1].Item2 >= first[2].Item2);
 
         var (code2, output2, err2) = Run(args);
         Assert.Equal(0, code2);
-        Assert.Contains("6 from cache, 0 encoded, 1 skipped", err2); // only the undecodable file is tried again
+        Assert.Contains("7 from cache, 0 encoded, 1 skipped", err2); // only the undecodable file is tried again
         var second = JsonDocument.Parse(output2).RootElement.EnumerateArray().Select(e => (e.GetProperty("path").GetString(), e.GetProperty("cosine").GetSingle())).ToList();
         Assert.Equal(first, second);
 
         // A changed file is re-encoded; the rest still come from the cache.
-        File.SetLastWriteTimeUtc(Path.Combine(images, "red-circle.png"), DateTime.UtcNow.AddMinutes(1));
+        File.SetLastWriteTimeUtc(Path.Combine(images, "a-red-circle.png"), DateTime.UtcNow.AddMinutes(1));
         var (_, _, err3) = Run(args);
-        Assert.Contains("5 from cache, 1 encoded, 1 skipped", err3);
+        Assert.Contains("6 from cache, 1 encoded, 1 skipped", err3);
     }
 
     [Fact]
@@ -184,7 +184,7 @@ public class CliTests
     public void CorruptImageIsOneClearError()
     {
         using var tmp = new TestPaths.TempDir();
-        var bytes = File.ReadAllBytes(Path.Combine(Samples, "red-circle.png"));
+        var bytes = File.ReadAllBytes(Path.Combine(Samples, "a-red-circle.png"));
         File.WriteAllBytes(tmp["half.png"], bytes[..(bytes.Length / 2)]);
         var (code, output, err) = Run("rank", "--model", TestPaths.Model("tiny-clip"), "--image", tmp["half.png"], "--texts", "a", "b");
         Assert.Equal(1, code);

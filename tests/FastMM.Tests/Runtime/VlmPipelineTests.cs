@@ -228,7 +228,7 @@ public class VlmPipelineTests
     [Fact]
     public void AskStreamsAnAnswerAndBatchReportsBadLines()
     {
-        string img = Path.Combine(AppContext.BaseDirectory, "samples", "red-circle.png");
+        string img = Path.Combine(AppContext.BaseDirectory, "samples", "a-red-circle.png");
         var (code, output, err) = CliTests.Run("ask", "--model", TestPaths.Model("tiny-llava"), "--image", img, "What color is the circle?", "--max-new-tokens", "5");
         Assert.True(code == 0, err);
         Assert.Contains("5 generated", err);
@@ -266,7 +266,7 @@ public class VlmPipelineTests
     [Fact]
     public void ChatKeepsHistoryAndAttachesImages()
     {
-        string img = Path.Combine(AppContext.BaseDirectory, "samples", "blue-square.png");
+        string img = Path.Combine(AppContext.BaseDirectory, "samples", "a-blue-circle.png");
         var o = new StringWriter(); var e = new StringWriter();
         var input = new StringReader($"/image {img}\nWhat shape?\nAnd the color?\n/image /nonexistent.png\n/exit\n");
         int code = FastMM.Cli.Program.Run(["chat", "--model", TestPaths.Model("tiny-llava-qwen"), "--max-new-tokens", "3"], o, e, input);
@@ -279,7 +279,7 @@ public class VlmPipelineTests
     [Fact]
     public void TokensCommandCountsTextAndImageTokens()
     {
-        string img = Path.Combine(AppContext.BaseDirectory, "samples", "red-circle.png");
+        string img = Path.Combine(AppContext.BaseDirectory, "samples", "a-red-circle.png");
         var (code, output, err) = CliTests.Run("tokens", "--model", TestPaths.Model("tiny-llava"), "--image", img, "--image", img, "Compare them.");
         Assert.True(code == 0, err);
         Assert.Contains("image_tokens   32 (2 image(s))", output);
