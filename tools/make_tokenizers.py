@@ -189,6 +189,11 @@ def make_clip():
         for w in clip_pretokenize(text):
             bc = to_byte_chars(w)
             counts[tuple(list(bc[:-1]) + [bc[-1] + "</w>"])] += 1
+    write_clip_tokenizer(os.path.join(OUT, "clip"), counts)
+
+
+def write_clip_tokenizer(out_dir, counts):
+    """Trains CLIP's BPE (vocab 1000, specials 998/999) on a word histogram and writes openai/clip's layout."""
     base = CS + [c + "</w>" for c in CS]
     merges = train_bpe(counts, 1000 - 2 - len(base), base)
     vocab = {t: i for i, t in enumerate(base)}
@@ -217,9 +222,8 @@ def make_clip():
                   "end_of_word_suffix": "</w>", "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
                   "vocab": vocab, "merges": [a + " " + b for a, b in merges]},
     }
-    d = os.path.join(OUT, "clip")
-    write_json(os.path.join(d, "tokenizer.json"), tok)
-    write_json(os.path.join(d, "tokenizer_config.json"), {
+    write_json(os.path.join(out_dir, "tokenizer.json"), tok)
+    write_json(os.path.join(out_dir, "tokenizer_config.json"), {
         "add_prefix_space": False,
         "added_tokens_decoder": {
             "998": {"content": "<|startoftext|>", "lstrip": False, "normalized": True, "rstrip": False, "single_word": False, "special": True},

@@ -3,23 +3,17 @@ the pieces CLIP uses: NFC + whitespace collapse + lowercase, CLIP's Split regex,
 BPE with the `</w>` end-of-word suffix, RobertaProcessing <bos> ... <eos>). Enough for Shapes World text;
 no `tokenizers`/`transformers` needed."""
 import json
+import os
 import re
+import sys
 import unicodedata
 
-
-def _bytes_to_unicode():
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, [chr(c) for c in cs]))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import make_tokenizers  # noqa: E402  (GPT-2's byte table, shared with the tokenizer builders)
 
 
-_B2U = _bytes_to_unicode()
+_BS, _CS = make_tokenizers.bytes_to_unicode()
+_B2U = dict(zip(_BS, _CS))
 
 
 def _cat(c):

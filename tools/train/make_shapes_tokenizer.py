@@ -40,45 +40,7 @@ def build(out_dir):
             bc = mt.to_byte_chars(w)
             counts[tuple(list(bc[:-1]) + [bc[-1] + "</w>"])] += 1
     # Counting words (not lines) keeps the BPE fast: train on the word histogram.
-    base = mt.CS + [c + "</w>" for c in mt.CS]
-    merges = mt.train_bpe(counts, 1000 - 2 - len(base), base)
-    vocab = {t: i for i, t in enumerate(base)}
-    for a, b in merges:
-        vocab[a + b] = len(vocab)
-    vocab["<|startoftext|>"] = len(vocab)
-    vocab["<|endoftext|>"] = len(vocab)
-    assert len(vocab) == 1000 and vocab["<|startoftext|>"] == 998 and vocab["<|endoftext|>"] == 999
-    added = mt.added
-    tok = {
-        "version": "1.0",
-        "truncation": None,
-        "padding": None,
-        "added_tokens": [added(998, "<|startoftext|>", normalized=True), added(999, "<|endoftext|>", normalized=False)],
-        "normalizer": {"type": "Sequence", "normalizers": [
-            {"type": "NFC"},
-            {"type": "Replace", "pattern": {"Regex": "\\s+"}, "content": " "},
-            {"type": "Lowercase"}]},
-        "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
-            {"type": "Split", "pattern": {"Regex": "<\\|startoftext\\|>|<\\|endoftext\\|>|'s|'t|'re|'ve|'m|'ll|'d|[\\p{L}]+|[\\p{N}]|[^\\s\\p{L}\\p{N}]+"},
-             "behavior": "Removed", "invert": True},
-            {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}]},
-        "post_processor": {"type": "RobertaProcessing", "sep": ["<|endoftext|>", 999], "cls": ["<|startoftext|>", 998],
-                           "trim_offsets": False, "add_prefix_space": False},
-        "decoder": {"type": "BPEDecoder", "suffix": "</w>"},
-        "model": {"type": "BPE", "dropout": None, "unk_token": "<|endoftext|>", "continuing_subword_prefix": "",
-                  "end_of_word_suffix": "</w>", "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
-                  "vocab": vocab, "merges": [a + " " + b for a, b in merges]},
-    }
-    os.makedirs(out_dir, exist_ok=True)
-    mt.write_json(os.path.join(out_dir, "tokenizer.json"), tok)
-    mt.write_json(os.path.join(out_dir, "tokenizer_config.json"), {
-        "add_prefix_space": False,
-        "added_tokens_decoder": {
-            "998": {"content": "<|startoftext|>", "lstrip": False, "normalized": True, "rstrip": False, "single_word": False, "special": True},
-            "999": {"content": "<|endoftext|>", "lstrip": False, "normalized": False, "rstrip": False, "single_word": False, "special": True}},
-        "bos_token": "<|startoftext|>", "clean_up_tokenization_spaces": True, "do_lower_case": True,
-        "eos_token": "<|endoftext|>", "errors": "replace", "model_max_length": 77, "pad_token": "<|endoftext|>",
-        "processor_class": "CLIPProcessor", "tokenizer_class": "CLIPTokenizer", "unk_token": "<|endoftext|>"})
+    mt.write_clip_tokenizer(out_dir, counts)
 
 
 WORDS = ["a", "photo", "of", "and", ",", "red", "green", "blue", "yellow", "circle", "square", "triangle",
