@@ -1,5 +1,6 @@
 using System.CommandLine;
 using FastMM.Cli.Commands;
+using FastMM.Cuda;
 
 namespace FastMM.Cli;
 
@@ -10,6 +11,8 @@ public static class Program
     /// <summary>Runs the CLI with the given writers (tests call this in-process).</summary>
     public static int Run(string[] args, TextWriter stdout, TextWriter stderr, TextReader? stdin = null)
     {
+        // Core knows no GPU code: the GPU backends this executable ships are registered here.
+        CudaBackend.Register();
         var root = new RootCommand("fastmm — run vision-language models from Hugging Face folders");
         root.Add(CommonOptions.Backend);
         root.Add(CommonOptions.Threads);

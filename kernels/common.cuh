@@ -1,0 +1,107 @@
+// Shared device helpers for the kernels/*.cu families: warp/block reductions, the activation functions of
+// FastMM.Activation (same numbering as the C# enum), and the mma.sync m16n8k16 f16 tile used by the
+// tensor-core kernels. Header only; every .cu file is compiled on its own.
+#pragma once
+
+#include <cuda_fp16.h>
+#include <stdint.h>
+
+#define FASTMM_WARP 32
+#define FASTMM_FULL_MASK 0xffffffffu
+
+// ---- FastMM.Activation, numbered as the C# enum: None, Gelu, GeluTanh, QuickGelu, Silu, Relu ----
+enum FastmmActivation { ACT_NONE = 0, ACT_GELU = 1, ACT_GELU_TANH = 2, ACT_QUICK_GELU = 3, ACT_SILU = 4, ACT_RELU = 5 };
+
+__device__ __forceinline__ float sigmoid_gated(float x, float gate_argument) { return x / (1.0f + expf(-gate_argument)); }
+
+// Accurate expf/erfcf (not the __ intrinsics): the CPU backend is the reference and uses full-precision math.
+__device__ __forceinline__ float apply_activation(float x, int act)
+{
+    switch (act)
+    {
+        case ACT_GELU: return 0.5f * x * erfcf(-x * 0.70710678118654752f);  // 1 + erf(z) = erfc(-z): no cancellation for x < 0
+        case ACT_GELU_TANH: return sigmoid_gated(x, 2.0f * 0.7978845608028654f * (x + 0.044715f * x * x * x));  // 0.5(1+tanh u) = sigmoid(2u)
+        case ACT_QUICK_GELU: return sigmoid_gated(x, 1.702f * x);
+        case ACT_SILU: return sigmoid_gated(x, x);
+        case ACT_RELU: return fmaxf(x, 0.0f);
+        default: return x;
+    }
+}
+
+// ---- reductions ----
+__device__ __forceinline__ float warp_sum(float v)
+{
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(FASTMM_FULL_MASK, v, o);
+    return v;
+}
+
+__device__ __forceinline__ float warp_max(float v)
+{
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(FASTMM_FULL_MASK, v, o));
+    return v;
+}
+
+// Sum over the whole block (blockDim.x a multiple of 32, ≤ 1024); every thread gets the result.
+// `scratch` holds 32 floats; the trailing barrier lets the caller reuse it immediately.
+__device__ __forceinline__ float block_sum(float v, float* scratch)
+{
+    const int lane = threadIdx.x % FASTMM_WARP, warp = threadIdx.x / FASTMM_WARP, warps = blockDim.x / FASTMM_WARP;
+    v = warp_sum(v);
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    v = lane < warps ? scratch[lane] : 0.0f;
+    v = warp_sum(v);
+    __syncthreads();
+    return v;
+}
+
+__device__ __forceinline__ float block_max(float v, float* scratch)
+{
+    const int lane = threadIdx.x % FASTMM_WARP, warp = threadIdx.x / FASTMM_WARP, warps = blockDim.x / FASTMM_WARP;
+    v = warp_max(v);
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    v = lane < warps ? scratch[lane] : -INFINITY;
+    v = warp_max(v);
+    __syncthreads();
+    return v;
+}
+
+// ---- f16 packing ----
+__device__ __forceinline__ uint32_t pack_half2(float lo, float hi)
+{
+    __half2 h = __floats2half2_rn(lo, hi);
+    return *reinterpret_cast<uint32_t*>(&h);
+}
+
+// Four floats → four halves stored as one 8-byte word (dst 8-byte aligned).
+__device__ __forceinline__ void store_half4(__half* dst, float4 v)
+{
+    uint2 packed = make_uint2(pack_half2(v.x, v.y), pack_half2(v.z, v.w));
+    *reinterpret_cast<uint2*>(dst) = packed;
+}
+
+// ---- tensor cores: D = A·B + D, A 16×16 row-major f16, B 16×8 column-major f16, D 16×8 f32 ----
+// Fragment layout (PTX ISA, mma.m16n8k16, g = lane / 4, t = lane % 4):
+//   a[0] = A[g][2t..2t+1]   a[1] = A[g+8][2t..2t+1]   a[2] = A[g][2t+8..2t+9]   a[3] = A[g+8][2t+8..2t+9]
+//   b[0] = B[2t..2t+1][g]   b[1] = B[2t+8..2t+9][g]
+//   d[0..1] = D[g][2t..2t+1]   d[2..3] = D[g+8][2t..2t+1]
+__device__ __forceinline__ void mma_m16n8k16_f16_f32(float d[4], const uint32_t a[4], uint32_t b0, uint32_t b1)
+{
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+        "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// Four transposed 8×8 b16 matrices from shared memory; lane i supplies the address of row i % 8 of matrix i / 8.
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t r[4], const __half* smem_row)
+{
+    const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem_row));
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
+}

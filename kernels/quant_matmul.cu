@@ -1,0 +1,456 @@
+// quant_matmul.cu — IBackend.Linear (y[M, N] = act(x[M, K] · Wᵀ + bias), W an HF Linear weight [N, K]) and
+// IBackend.MatMulTransposed (the F32 path with no bias). CPU reference: src/FastMM/Cpu/Gemm.cs + MathKernels.Activate.
+// `act` is FastMM.Activation (0 none, 1 gelu (erf), 2 gelu_tanh, 3 quick_gelu, 4 silu, 5 relu); bias may be null.
+//
+// Weight formats:
+//   F32 / F16       row-major [N, K].
+//   Q8_0 (GGUF)     per row K/32 blocks of 34 bytes: fp16 d, int8 q[32]; value q·d.
+//   Q4_0 (GGUF)     per row K/32 blocks of 18 bytes: fp16 d, 16 bytes; element j < 16 is the low nibble of byte j,
+//                   element j + 16 its high nibble; value (q − 8)·d.
+//   INT4 group-wise asymmetric (AWQ/GPTQ-like): nibbles [N, K/2], each 32-element sub-block packed like Q4_0's
+//                   16 bytes; scale_min [N, K/group] half2 (scale, min) with group 32, 64 or 128; value q·scale + min.
+//   The GGUF layouts are used as stored (no repacking); blocks are only 2-byte aligned, so the GEMV stages each warp's
+//   share of a row through shared memory with 16-byte loads. The host pads every weight allocation by 16 bytes
+//   because those loads may run up to 15 bytes past the last row.
+//
+// Entry points and launch configuration (K % 32 == 0 for every format except F32):
+//   linear_f32w_gemm     grid (ceil(N/128), ceil(M/128)), block 256; FP32 SIMT tiles (gemm_simt.cuh), any K.
+//   linear_{f16w,q8_0,q4_0,int4g}_gemm   prefill: grid (ceil(N/64), ceil(M/64)), block 128 (2×2 warps of 32×32);
+//                        64×64 output tile, k-step 32 (one quant block): x converted and W dequantized to f16 tiles
+//                        in shared memory, mma.sync m16n8k16 with f32 accumulation, next tile prefetched in registers.
+//   linear_{f32w,f16w}_gemv              decode, M ≤ 8: grid ceil(N/4), block 128 (one warp per output row),
+//                        128-bit weight loads, f32 math, warp-shuffle reduction.
+//   quantize_activations_q8_1            x [M, K] → xq int8 [M, K] and xds float2 [M, K/32] (d, d·Σq) per 32-block;
+//                        grid ceil(M·K/256), block 256 (one warp per block, d = max|x|/127).
+//   linear_{q8_0,q4_0,int4g}_gemv        decode, M ≤ 8, on the quantized activations: grid ceil(N/4), block 128
+//                        (one warp per output row, one lane per 32-block), __dp4a int8 dot products, warp-shuffle
+//                        reduction. Activation quantization costs ~1e-3 relative error (as llama.cpp's mmvq).
+
+#include "common.cuh"
+#include "gemm_simt.cuh"
+
+namespace {
+
+constexpr int kQk = 32;                 // elements per quant block
+constexpr int kQ8Bytes = 2 + kQk;       // block_q8_0
+constexpr int kQ4Bytes = 2 + kQk / 2;   // block_q4_0
+constexpr int kGemvMaxRows = 8;
+constexpr int kGemvWarps = 4;
+
+__device__ __forceinline__ float epilogue_value(float v, const float* bias, int n, int act)
+{
+    return apply_activation(bias != nullptr ? v + bias[n] : v, act);
+}
+
+__device__ __forceinline__ float half_at(const uint8_t* p) { return __half2float(*reinterpret_cast<const __half*>(p)); }
+
+// 16 bytes from a 2-byte-aligned address as four little-endian 32-bit words.
+__device__ __forceinline__ void load_16_bytes_aligned2(const uint8_t* p, uint32_t out[4])
+{
+    const uint16_t* h = reinterpret_cast<const uint16_t*>(p);
+#pragma unroll
+    for (int i = 0; i < 4; i++) out[i] = (uint32_t)h[2 * i] | ((uint32_t)h[2 * i + 1] << 16);
+}
+
+// ---------------- dequantization of 16 consecutive elements (one half of a 32-block) to f16 ----------------
+// part 0 = elements 0..15 of the block, part 1 = elements 16..31; out holds 8 packed half2.
+
+struct WeightF16
+{
+    const __half* w;
+    int K;
+    __device__ __forceinline__ void dequant16(int n, int k0, int part, uint32_t out[8]) const
+    {
+        const uint4* src = reinterpret_cast<const uint4*>(w + (long long)n * K + k0 + 16 * part);
+        const uint4 lo = src[0], hi = src[1];
+        out[0] = lo.x; out[1] = lo.y; out[2] = lo.z; out[3] = lo.w;
+        out[4] = hi.x; out[5] = hi.y; out[6] = hi.z; out[7] = hi.w;
+    }
+};
+
+struct WeightQ8_0
+{
+    const uint8_t* w;
+    int K;
+    __device__ __forceinline__ void dequant16(int n, int k0, int part, uint32_t out[8]) const
+    {
+        const uint8_t* block = w + ((long long)n * (K / kQk) + k0 / kQk) * kQ8Bytes;
+        const float d = half_at(block);
+        uint32_t q[4];
+        load_16_bytes_aligned2(block + 2 + 16 * part, q);
+#pragma unroll
+        for (int i = 0; i < 8; i++)
+        {
+            const uint32_t word = q[i / 2] >> (16 * (i % 2));
+            out[i] = pack_half2((float)(int8_t)(word & 0xff) * d, (float)(int8_t)(word >> 8) * d);
+        }
+    }
+};
+
+struct WeightQ4_0
+{
+    const uint8_t* w;
+    int K;
+    __device__ __forceinline__ void dequant16(int n, int k0, int part, uint32_t out[8]) const
+    {
+        const uint8_t* block = w + ((long long)n * (K / kQk) + k0 / kQk) * kQ4Bytes;
+        const float d = half_at(block);
+        uint32_t q[4];
+        load_16_bytes_aligned2(block + 2, q);
+#pragma unroll
+        for (int i = 0; i < 8; i++)
+        {
+            const uint32_t word = (q[i / 2] >> (16 * (i % 2))) >> (4 * part);  // low nibbles: part 0, high: part 1
+            out[i] = pack_half2((float)((int)(word & 0xf) - 8) * d, (float)((int)((word >> 8) & 0xf) - 8) * d);
+        }
+    }
+};
+
+struct WeightInt4Group
+{
+    const uint8_t* w;        // [N, K/2]
+    const __half2* scale_min; // [N, K/group]
+    int K, group;
+    __device__ __forceinline__ void dequant16(int n, int k0, int part, uint32_t out[8]) const
+    {
+        const uint4 bytes = *reinterpret_cast<const uint4*>(w + (long long)n * (K / 2) + k0 / 2);
+        const float2 sm = __half22float2(scale_min[(long long)n * (K / group) + k0 / group]);
+        const uint32_t q[4] = {bytes.x, bytes.y, bytes.z, bytes.w};
+#pragma unroll
+        for (int i = 0; i < 8; i++)
+        {
+            const uint32_t word = (q[i / 2] >> (16 * (i % 2))) >> (4 * part);
+            out[i] = pack_half2((float)(word & 0xf) * sm.x + sm.y, (float)((word >> 8) & 0xf) * sm.x + sm.y);
+        }
+    }
+};
+
+// ---------------- tensor-core GEMM (prefill) ----------------
+
+constexpr int kTcTile = 64, kTcStep = 32, kTcThreads = 128, kTcStride = kTcStep + 8;  // +8 halves: conflict-free fragments
+
+template <typename Weight>
+__device__ __forceinline__ void linear_tensor_core(const float* __restrict__ x, Weight weight, const float* __restrict__ bias,
+                                                   float* __restrict__ y, int M, int N, int K, int act)
+{
+    __shared__ __align__(16) __half x_tile[kTcTile * kTcStride];
+    __shared__ __align__(16) __half w_tile[kTcTile * kTcStride];
+
+    const int m0 = blockIdx.y * kTcTile, n0 = blockIdx.x * kTcTile;
+    const int warp = threadIdx.x / FASTMM_WARP, lane = threadIdx.x % FASTMM_WARP, g = lane / 4, t = lane % 4;
+    const int wm = warp / 2, wn = warp % 2;
+
+    // Per k-step each thread moves 4 float4 of x (64×32 floats) and 16 weights (row tid/2, half tid%2 of the block).
+    float4 x_next[4];
+    uint32_t w_next[8];
+    const int w_row = threadIdx.x / 2, w_part = threadIdx.x % 2;
+    auto fetch = [&](int k0) {
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+        {
+            const int e = threadIdx.x + i * kTcThreads, r = e / (kTcStep / 4), c = (e % (kTcStep / 4)) * 4;
+            x_next[i] = m0 + r < M ? *reinterpret_cast<const float4*>(x + (long long)(m0 + r) * K + k0 + c) : make_float4(0.f, 0.f, 0.f, 0.f);
+        }
+        if (n0 + w_row < N) weight.dequant16(n0 + w_row, k0, w_part, w_next);
+        else
+#pragma unroll
+            for (int i = 0; i < 8; i++) w_next[i] = 0u;
+    };
+    auto stash = [&]() {
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+        {
+            const int e = threadIdx.x + i * kTcThreads, r = e / (kTcStep / 4), c = (e % (kTcStep / 4)) * 4;
+            store_half4(x_tile + r * kTcStride + c, x_next[i]);
+        }
+        uint4* dst = reinterpret_cast<uint4*>(w_tile + w_row * kTcStride + 16 * w_part);
+        dst[0] = make_uint4(w_next[0], w_next[1], w_next[2], w_next[3]);
+        dst[1] = make_uint4(w_next[4], w_next[5], w_next[6], w_next[7]);
+    };
+
+    float acc[2][4][4];
+#pragma unroll
+    for (int i = 0; i < 2; i++)
+#pragma unroll
+        for (int j = 0; j < 4; j++) acc[i][j][0] = acc[i][j][1] = acc[i][j][2] = acc[i][j][3] = 0.f;
+
+    fetch(0);
+    for (int k0 = 0; k0 < K; k0 += kTcStep)
+    {
+        stash();
+        __syncthreads();
+        if (k0 + kTcStep < K) fetch(k0 + kTcStep);
+#pragma unroll
+        for (int kc = 0; kc < kTcStep / 16; kc++)
+        {
+            uint32_t a[2][4];
+#pragma unroll
+            for (int mt = 0; mt < 2; mt++)
+            {
+                const __half* base = x_tile + (wm * 32 + mt * 16) * kTcStride + kc * 16;
+                a[mt][0] = *reinterpret_cast<const uint32_t*>(base + g * kTcStride + 2 * t);
+                a[mt][1] = *reinterpret_cast<const uint32_t*>(base + (g + 8) * kTcStride + 2 * t);
+                a[mt][2] = *reinterpret_cast<const uint32_t*>(base + g * kTcStride + 8 + 2 * t);
+                a[mt][3] = *reinterpret_cast<const uint32_t*>(base + (g + 8) * kTcStride + 8 + 2 * t);
+            }
+#pragma unroll
+            for (int nt = 0; nt < 4; nt++)
+            {
+                const __half* brow = w_tile + (wn * 32 + nt * 8 + g) * kTcStride + kc * 16;
+                const uint32_t b0 = *reinterpret_cast<const uint32_t*>(brow + 2 * t);
+                const uint32_t b1 = *reinterpret_cast<const uint32_t*>(brow + 8 + 2 * t);
+#pragma unroll
+                for (int mt = 0; mt < 2; mt++) mma_m16n8k16_f16_f32(acc[mt][nt], a[mt], b0, b1);
+            }
+        }
+        __syncthreads();
+    }
+
+#pragma unroll
+    for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+        for (int nt = 0; nt < 4; nt++)
+#pragma unroll
+            for (int e = 0; e < 4; e++)
+            {
+                const int m = m0 + wm * 32 + mt * 16 + g + 8 * (e >> 1), n = n0 + wn * 32 + nt * 8 + 2 * t + (e & 1);
+                if (m < M && n < N) y[(long long)m * N + n] = epilogue_value(acc[mt][nt][e], bias, n, act);
+            }
+}
+
+// ---------------- GEMV (decode), float activations ----------------
+
+template <int VecElems, typename LoadW>
+__device__ __forceinline__ void gemv_float(const float* __restrict__ x, LoadW load_w, const float* __restrict__ bias,
+                                           float* __restrict__ y, int M, int N, int K, int act)
+{
+    const int n = blockIdx.x * kGemvWarps + threadIdx.x / FASTMM_WARP, lane = threadIdx.x % FASTMM_WARP;
+    if (n >= N) return;
+    float acc[kGemvMaxRows] = {};
+    for (int k = lane * VecElems; k < K; k += FASTMM_WARP * VecElems)
+    {
+        float wv[VecElems];
+        load_w(n, k, wv);
+#pragma unroll
+        for (int r = 0; r < kGemvMaxRows; r++)
+        {
+            if (r >= M) break;
+            const float4* xr = reinterpret_cast<const float4*>(x + (long long)r * K + k);
+#pragma unroll
+            for (int v = 0; v < VecElems / 4; v++)
+            {
+                const float4 xv = xr[v];
+                acc[r] += wv[4 * v] * xv.x + wv[4 * v + 1] * xv.y + wv[4 * v + 2] * xv.z + wv[4 * v + 3] * xv.w;
+            }
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < kGemvMaxRows; r++)
+    {
+        if (r >= M) break;
+        const float total = warp_sum(acc[r]);
+        if (lane == 0) y[(long long)r * N + n] = epilogue_value(total, bias, n, act);
+    }
+}
+
+// ---------------- GEMV (decode), int8 activations × quantized weights ----------------
+
+__device__ __forceinline__ int dot_8_words(const uint32_t w[8], const int4 x0, const int4 x1)
+{
+    int s = __dp4a((int)w[0], x0.x, 0);
+    s = __dp4a((int)w[1], x0.y, s); s = __dp4a((int)w[2], x0.z, s); s = __dp4a((int)w[3], x0.w, s);
+    s = __dp4a((int)w[4], x1.x, s); s = __dp4a((int)w[5], x1.y, s); s = __dp4a((int)w[6], x1.z, s); s = __dp4a((int)w[7], x1.w, s);
+    return s;
+}
+
+// One lane per 32-block; `block_value(weights, xq0, xq1, xds)` returns the block's contribution.
+template <int BlockBytes, typename BlockDot>
+__device__ __forceinline__ void gemv_gguf(const int8_t* __restrict__ xq, const float2* __restrict__ xds, const uint8_t* __restrict__ w,
+                                          const float* __restrict__ bias, float* __restrict__ y, int M, int N, int K, int act, BlockDot block_dot)
+{
+    constexpr int kChunkBytes = FASTMM_WARP * BlockBytes;
+    __shared__ uint4 stage[kGemvWarps][kChunkBytes / 16 + 2];  // a 32-block chunk plus alignment slack
+
+    const int warp = threadIdx.x / FASTMM_WARP, lane = threadIdx.x % FASTMM_WARP;
+    const int n = blockIdx.x * kGemvWarps + warp;
+    if (n >= N) return;  // whole warps only: the __syncwarp below never waits on an exited lane
+    const int blocks = K / kQk;
+    const long long row_begin = (long long)n * blocks * BlockBytes;
+    float acc[kGemvMaxRows] = {};
+    for (int b0 = 0; b0 < blocks; b0 += FASTMM_WARP)
+    {
+        const int count = min(FASTMM_WARP, blocks - b0);
+        const long long begin = row_begin + (long long)b0 * BlockBytes, end = begin + (long long)count * BlockBytes;
+        const long long aligned = begin & ~15LL;
+        const int words = (int)((end - aligned + 15) / 16);
+        const uint4* src = reinterpret_cast<const uint4*>(w + aligned);
+        for (int i = lane; i < words; i += FASTMM_WARP) stage[warp][i] = src[i];
+        __syncwarp();
+        if (lane < count)
+        {
+            const uint8_t* block = reinterpret_cast<const uint8_t*>(stage[warp]) + (begin - aligned) + lane * BlockBytes;
+            const int kb = b0 + lane;
+#pragma unroll
+            for (int r = 0; r < kGemvMaxRows; r++)
+            {
+                if (r >= M) break;
+                const int4* xr = reinterpret_cast<const int4*>(xq + (long long)r * K + kb * kQk);
+                acc[r] += block_dot(block, xr[0], xr[1], xds[(long long)r * blocks + kb]);
+            }
+        }
+        __syncwarp();
+    }
+#pragma unroll
+    for (int r = 0; r < kGemvMaxRows; r++)
+    {
+        if (r >= M) break;
+        const float total = warp_sum(acc[r]);
+        if (lane == 0) y[(long long)r * N + n] = epilogue_value(total, bias, n, act);
+    }
+}
+
+}  // namespace
+
+// ---------------- entry points ----------------
+
+extern "C" __global__ void __launch_bounds__(gemm_simt::kThreads) linear_f32w_gemm(
+    const float* x, const float* w, const float* bias, float* y, int M, int N, int K, int act)
+{
+    gemm_simt::run(M, N, K, [&](int m, int k) { return x[(long long)m * K + k]; }, w,
+                   [&](int m, int n, float v) { y[(long long)m * N + n] = epilogue_value(v, bias, n, act); });
+}
+
+extern "C" __global__ void __launch_bounds__(kTcThreads) linear_f16w_gemm(
+    const float* x, const __half* w, const float* bias, float* y, int M, int N, int K, int act)
+{
+    linear_tensor_core(x, WeightF16{w, K}, bias, y, M, N, K, act);
+}
+
+extern "C" __global__ void __launch_bounds__(kTcThreads) linear_q8_0_gemm(
+    const float* x, const uint8_t* w, const float* bias, float* y, int M, int N, int K, int act)
+{
+    linear_tensor_core(x, WeightQ8_0{w, K}, bias, y, M, N, K, act);
+}
+
+extern "C" __global__ void __launch_bounds__(kTcThreads) linear_q4_0_gemm(
+    const float* x, const uint8_t* w, const float* bias, float* y, int M, int N, int K, int act)
+{
+    linear_tensor_core(x, WeightQ4_0{w, K}, bias, y, M, N, K, act);
+}
+
+extern "C" __global__ void __launch_bounds__(kTcThreads) linear_int4g_gemm(
+    const float* x, const uint8_t* w, const __half2* scale_min, int group, const float* bias, float* y, int M, int N, int K, int act)
+{
+    linear_tensor_core(x, WeightInt4Group{w, scale_min, K, group}, bias, y, M, N, K, act);
+}
+
+extern "C" __global__ void __launch_bounds__(kGemvWarps * FASTMM_WARP) linear_f32w_gemv(
+    const float* x, const float* w, const float* bias, float* y, int M, int N, int K, int act)
+{
+    if ((K & 3) == 0)
+        gemv_float<4>(x, [&](int n, int k, float* out) {
+            const float4 v = *reinterpret_cast<const float4*>(w + (long long)n * K + k);
+            out[0] = v.x; out[1] = v.y; out[2] = v.z; out[3] = v.w;
+        }, bias, y, M, N, K, act);
+    else
+    {
+        // Rows not 16-byte aligned: scalar loads, still coalesced across the warp.
+        const int n = blockIdx.x * kGemvWarps + threadIdx.x / FASTMM_WARP, lane = threadIdx.x % FASTMM_WARP;
+        if (n >= N) return;
+        for (int r = 0; r < M && r < kGemvMaxRows; r++)
+        {
+            float acc = 0.f;
+            for (int k = lane; k < K; k += FASTMM_WARP) acc += w[(long long)n * K + k] * x[(long long)r * K + k];
+            acc = warp_sum(acc);
+            if (lane == 0) y[(long long)r * N + n] = epilogue_value(acc, bias, n, act);
+        }
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(kGemvWarps * FASTMM_WARP) linear_f16w_gemv(
+    const float* x, const __half* w, const float* bias, float* y, int M, int N, int K, int act)
+{
+    gemv_float<8>(x, [&](int n, int k, float* out) {
+        const uint4 v = *reinterpret_cast<const uint4*>(w + (long long)n * K + k);
+        const uint32_t words[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+        {
+            const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&words[i]));
+            out[2 * i] = f.x; out[2 * i + 1] = f.y;
+        }
+    }, bias, y, M, N, K, act);
+}
+
+extern "C" __global__ void __launch_bounds__(256) quantize_activations_q8_1(const float* x, int8_t* xq, float2* xds, int M, int K)
+{
+    const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;  // whole warps map to whole 32-blocks
+    if (i >= (long long)M * K) return;
+    const float v = x[i];
+    const float amax = warp_max(fabsf(v));
+    const float d = amax / 127.f;
+    const int q = amax == 0.f ? 0 : __float2int_rn(v / d);
+    xq[i] = (int8_t)q;
+    const float qsum = warp_sum((float)q);
+    if (threadIdx.x % FASTMM_WARP == 0) xds[i / kQk] = make_float2(d, d * qsum);
+}
+
+extern "C" __global__ void __launch_bounds__(kGemvWarps * FASTMM_WARP) linear_q8_0_gemv(
+    const int8_t* xq, const float2* xds, const uint8_t* w, const float* bias, float* y, int M, int N, int K, int act)
+{
+    gemv_gguf<kQ8Bytes>(xq, xds, w, bias, y, M, N, K, act, [](const uint8_t* block, int4 x0, int4 x1, float2 ds) {
+        uint32_t q[8];
+        load_16_bytes_aligned2(block + 2, q);
+        load_16_bytes_aligned2(block + 18, q + 4);
+        return half_at(block) * ds.x * (float)dot_8_words(q, x0, x1);
+    });
+}
+
+extern "C" __global__ void __launch_bounds__(kGemvWarps * FASTMM_WARP) linear_q4_0_gemv(
+    const int8_t* xq, const float2* xds, const uint8_t* w, const float* bias, float* y, int M, int N, int K, int act)
+{
+    gemv_gguf<kQ4Bytes>(xq, xds, w, bias, y, M, N, K, act, [](const uint8_t* block, int4 x0, int4 x1, float2 ds) {
+        uint32_t packed[4], q[8];
+        load_16_bytes_aligned2(block + 2, packed);
+#pragma unroll
+        for (int i = 0; i < 4; i++) { q[i] = packed[i] & 0x0f0f0f0fu; q[4 + i] = (packed[i] >> 4) & 0x0f0f0f0fu; }
+        // Σ (q − 8)·x·d_x = d_x·Σ q·x − 8·(d_x·Σ x)
+        return half_at(block) * (ds.x * (float)dot_8_words(q, x0, x1) - 8.f * ds.y);
+    });
+}
+
+extern "C" __global__ void __launch_bounds__(kGemvWarps * FASTMM_WARP) linear_int4g_gemv(
+    const int8_t* xq, const float2* xds, const uint8_t* w, const __half2* scale_min, int group, const float* bias, float* y,
+    int M, int N, int K, int act)
+{
+    // Sub-blocks are 16-byte aligned here, so each lane loads its 32 nibbles directly with one 128-bit load.
+    const int n = blockIdx.x * kGemvWarps + threadIdx.x / FASTMM_WARP, lane = threadIdx.x % FASTMM_WARP;
+    if (n >= N) return;
+    const int blocks = K / kQk;
+    float acc[kGemvMaxRows] = {};
+    for (int kb = lane; kb < blocks; kb += FASTMM_WARP)
+    {
+        const uint4 bytes = *reinterpret_cast<const uint4*>(w + (long long)n * (K / 2) + kb * (kQk / 2));
+        const float2 sm = __half22float2(scale_min[(long long)n * (K / group) + kb * kQk / group]);
+        const uint32_t packed[4] = {bytes.x, bytes.y, bytes.z, bytes.w};
+        uint32_t q[8];
+#pragma unroll
+        for (int i = 0; i < 4; i++) { q[i] = packed[i] & 0x0f0f0f0fu; q[4 + i] = (packed[i] >> 4) & 0x0f0f0f0fu; }
+#pragma unroll
+        for (int r = 0; r < kGemvMaxRows; r++)
+        {
+            if (r >= M) break;
+            const int4* xr = reinterpret_cast<const int4*>(xq + (long long)r * K + kb * kQk);
+            const float2 ds = xds[(long long)r * blocks + kb];
+            // Σ (q·s + m)·x·d_x = s·d_x·Σ q·x + m·(d_x·Σ x)
+            acc[r] += sm.x * ds.x * (float)dot_8_words(q, xr[0], xr[1]) + sm.y * ds.y;
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < kGemvMaxRows; r++)
+    {
+        if (r >= M) break;
+        const float total = warp_sum(acc[r]);
+        if (lane == 0) y[(long long)r * N + n] = epilogue_value(total, bias, n, act);
+    }
+}

@@ -1,0 +1,660 @@
+using System.Runtime.InteropServices;
+using FastMM.Backends;
+using FastMM.Cuda.Driver;
+using FastMM.Kv;
+using K = FastMM.Cuda.CudaKernelNames;
+
+namespace FastMM.Cuda;
+
+/// <summary>Weight layouts a <see cref="CudaBackend"/> Linear can hold (see kernels/quant_matmul.cu).</summary>
+public enum CudaWeightFormat
+{
+    F32,
+    F16,
+    /// <summary>GGUF Q8_0 blocks as stored: fp16 d + 32 int8 (34 bytes per 32 weights).</summary>
+    Q8_0,
+    /// <summary>GGUF Q4_0 blocks as stored: fp16 d + 16 bytes of nibbles (18 bytes per 32 weights).</summary>
+    Q4_0,
+    /// <summary>Group-wise asymmetric INT4: nibbles [N, K/2] packed like Q4_0 per 32 weights, half2 (scale, min) per group.</summary>
+    Int4Group,
+}
+
+/// <summary>
+/// The CUDA backend: every <see cref="IBackend"/> op runs as kernels/*.cu kernels on one stream of one GPU; tensors are
+/// F32 device buffers from the stream-ordered allocator. UNVERIFIED ON HARDWARE: it compiles and its kernels pass
+/// ptxas, but no GPU was available when it was written, so neither the launches nor the results have been checked
+/// against the CPU reference yet (the conformance suite has to run on a GPU machine first).
+/// Not thread-safe, like the models that drive a backend.
+/// </summary>
+public sealed unsafe class CudaBackend : IBackend
+{
+    private const int GemvMaxRows = 8;   // kernels' kGemvMaxRows: more rows than this take the GEMM path
+    private const int QuantBlock = 32;
+    private const int GemvRowsPerBlock = 4;
+    private const int MaxHeadDim = 128;
+    private const int DecodeGroupPerBlock = 16;
+
+    private readonly CudaContext _context;
+    private readonly CudaStream _stream;
+    private readonly CudaKernels _kernels;
+    private PinnedHostMemory? _staging;
+
+    public string Name => "cuda";
+    public CudaContext Context => _context;
+
+    private CudaBackend(CudaContext context)
+    {
+        _context = context;
+        _stream = context.CreateStream();
+        try { _kernels = CudaKernels.Load(context); }
+        catch { _stream.Dispose(); throw; }
+    }
+
+    /// <summary>Opens GPU <paramref name="device"/>; fails with the driver's reason (no driver, no device, no kernels), never falls back.</summary>
+    public static CudaBackend Create(int device = 0)
+    {
+        var context = CudaContext.Open(CudaDriver.Default, device);
+        try
+        {
+            // compute_80 PTX and mma.sync m16n8k16 / ldmatrix need Ampere or newer.
+            if (context.ComputeCapability < 80)
+                throw new FastMMException($"cuda: {context} is older than sm_80, which the FastMM kernels need");
+            return new CudaBackend(context);
+        }
+        catch
+        {
+            context.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Makes <c>BackendRegistry.Create("cuda")</c> (and so <c>--backend cuda</c>) create this backend.</summary>
+    public static void Register() => BackendRegistry.Register("cuda", () => Create());
+
+    // ---------------- memory ----------------
+
+    private static StreamMemory Buffer(Tensor t) => t.Storage as StreamMemory ?? throw new ArgumentException($"{t} is not a live CUDA tensor");
+    private ulong Ptr(Tensor t)
+    {
+        if (!ReferenceEquals(t.Backend, this)) throw new ArgumentException($"{t} belongs to another backend");
+        return Buffer(t).Pointer;
+    }
+    private static ulong Ptr(DeviceMemory? m) => m?.Pointer ?? 0;
+
+    private Tensor New(params int[] shape)
+    {
+        _context.MakeCurrent();
+        return new Tensor(this, shape, DType.F32, _context.AllocateOnStream(_stream, Tensor.Product(shape) * sizeof(float)));
+    }
+
+    private StreamMemory Upload<T>(ReadOnlySpan<T> values) where T : unmanaged
+    {
+        var bytes = MemoryMarshal.AsBytes(values);
+        _context.MakeCurrent();
+        var m = _context.AllocateOnStream(_stream, bytes.Length);
+        _context.CopyToDevice(m.Pointer, bytes, _stream);
+        return m;
+    }
+
+    /// <summary>Long-lived device copy of host bytes, padded by 16 bytes for the GEMV's 16-byte staging loads.</summary>
+    private DeviceMemory UploadWeight(ReadOnlySpan<byte> bytes)
+    {
+        _context.MakeCurrent();
+        var m = _context.Allocate(bytes.Length + 16);
+        try
+        {
+            _context.Clear(m.Pointer, m.Bytes, _stream);
+            _context.CopyToDevice(m.Pointer, bytes, _stream);
+            return m;
+        }
+        catch
+        {
+            m.Dispose();
+            throw;
+        }
+    }
+
+    private DeviceMemory? UploadBias(ReadOnlySpan<float> bias, int outFeatures, string what)
+    {
+        if (bias.IsEmpty) return null;
+        if (bias.Length != outFeatures) throw new FastMMException($"{what}: bias has {bias.Length} values, weight has {outFeatures} outputs");
+        return UploadWeight(MemoryMarshal.AsBytes(bias));
+    }
+
+    private void Launch(string kernel, Dim3 grid, Dim3 block, params ReadOnlySpan<KernelArg> args)
+    {
+        _context.MakeCurrent();
+        _kernels[kernel].Launch(_stream, grid, block, args);
+    }
+
+    private static KernelArg P(ulong pointer) => KernelArg.Pointer(pointer);
+    private static int Ceil(long n, int d) => checked((int)((n + d - 1) / d));
+    private static int ElementwiseBlocks(long n) => (int)Math.Clamp((n + 255) / 256, 1, 65535);
+
+    public Tensor Zeros(params int[] shape)
+    {
+        var t = New(shape);
+        _context.Clear(Ptr(t), t.Length * sizeof(float), _stream);
+        return t;
+    }
+
+    public Tensor FromHost(ReadOnlySpan<float> data, params int[] shape)
+    {
+        if (data.Length != Tensor.Product(shape)) throw new ArgumentException($"{data.Length} values do not fill shape [{string.Join(",", shape)}]");
+        var t = New(shape);
+        _context.CopyToDevice(Ptr(t), MemoryMarshal.AsBytes(data), _stream);
+        return t;
+    }
+
+    public void ToHost(Tensor t, Span<float> dst)
+    {
+        long bytes = t.Length * sizeof(float);
+        if (dst.Length < t.Length) throw new ArgumentException($"ToHost: destination holds {dst.Length} values, {t} has {t.Length}");
+        _context.MakeCurrent();
+        if (_staging is null || _staging.Bytes < bytes)
+        {
+            _staging?.Dispose();
+            _staging = _context.AllocatePinned(Math.Max(bytes, 1 << 20));
+        }
+        _context.CopyToHost(_staging.Pointer, Ptr(t), bytes, _stream);
+        _stream.Synchronize();
+        _staging.AsSpan<float>((int)t.Length).CopyTo(dst);
+    }
+
+    public Tensor Weight(in TensorData w) => FromHost(w.ToFloatArray(), w.Shape);
+
+    public void Release(Tensor t) => (t.Storage as StreamMemory)?.Dispose();
+
+    // ---------------- Linear ----------------
+
+    private sealed class CudaLinear : LinearWeight
+    {
+        public readonly CudaWeightFormat Format;
+        public readonly DeviceMemory Weight;
+        public readonly DeviceMemory? ScaleMin;
+        public readonly DeviceMemory? Bias;
+        public readonly int Group;
+
+        public CudaLinear(CudaWeightFormat format, DeviceMemory weight, DeviceMemory? scaleMin, DeviceMemory? bias, int n, int k, int group = 0)
+        {
+            Format = format; Weight = weight; ScaleMin = scaleMin; Bias = bias; Group = group; OutFeatures = n; InFeatures = k;
+        }
+
+        public override void Dispose()
+        {
+            Weight.Dispose();
+            ScaleMin?.Dispose();
+            Bias?.Dispose();
+        }
+    }
+
+    /// <summary>F16/BF16 weights stay 16-bit (tensor-core GEMM) when K is a multiple of 32; otherwise they become F32.</summary>
+    public LinearWeight Linear(in TensorData weight, in TensorData? bias)
+    {
+        if (weight.Shape.Length != 2) throw new FastMMException($"tensor '{weight.Name}': a Linear weight must be 2-D, got {weight.ShapeString}");
+        int n = weight.Shape[0], k = weight.Shape[1];
+        float[] b = [];
+        if (bias is TensorData bd)
+        {
+            if (bd.Shape.Length != 1 || bd.Shape[0] != n) throw new FastMMException($"tensor '{bd.Name}': bias shape {bd.ShapeString} does not match weight {weight.ShapeString}");
+            b = bd.ToFloatArray();
+        }
+        if (weight.DType is DType.F16 or DType.BF16 && k % QuantBlock == 0)
+        {
+            var halves = new Half[weight.ElementCount];
+            if (weight.DType == DType.F16) MemoryMarshal.Cast<byte, Half>(weight.Bytes).CopyTo(halves);
+            else System.Numerics.Tensors.TensorPrimitives.ConvertToHalf(weight.ToFloatArray(), halves);
+            var w16 = UploadWeight(MemoryMarshal.AsBytes(halves.AsSpan()));
+            return new CudaLinear(CudaWeightFormat.F16, w16, null, UploadBias(b, n, weight.Name), n, k);
+        }
+        return Linear(weight.ToFloatArray(), n, k, b);
+    }
+
+    public LinearWeight Linear(ReadOnlySpan<float> weight, int outFeatures, int inFeatures, ReadOnlySpan<float> bias)
+    {
+        if (weight.Length != (long)outFeatures * inFeatures) throw new ArgumentException($"Linear: {weight.Length} weights are not {outFeatures}x{inFeatures}");
+        var w = UploadWeight(MemoryMarshal.AsBytes(weight));
+        return new CudaLinear(CudaWeightFormat.F32, w, null, UploadBias(bias, outFeatures, "Linear"), outFeatures, inFeatures);
+    }
+
+    /// <summary>A Linear from GGUF Q8_0 or Q4_0 blocks exactly as stored in the file ([N] rows of K/32 blocks).</summary>
+    public LinearWeight LinearGguf(ReadOnlySpan<byte> blocks, CudaWeightFormat format, int outFeatures, int inFeatures, ReadOnlySpan<float> bias)
+    {
+        int blockBytes = format switch
+        {
+            CudaWeightFormat.Q8_0 => 34,
+            CudaWeightFormat.Q4_0 => 18,
+            _ => throw new ArgumentException($"LinearGguf: {format} is not a GGUF block format", nameof(format)),
+        };
+        if (inFeatures % QuantBlock != 0) throw new FastMMException($"{format}: in-features {inFeatures} is not a multiple of {QuantBlock}");
+        long expected = (long)outFeatures * (inFeatures / QuantBlock) * blockBytes;
+        if (blocks.Length != expected) throw new FastMMException($"{format}: {blocks.Length} bytes, expected {expected} for {outFeatures}x{inFeatures}");
+        return new CudaLinear(format, UploadWeight(blocks), null, UploadBias(bias, outFeatures, format.ToString()), outFeatures, inFeatures);
+    }
+
+    /// <summary>
+    /// A group-wise asymmetric INT4 Linear: <paramref name="nibbles"/> [N, K/2] (each 32 weights packed like Q4_0),
+    /// <paramref name="scaleMin"/> [N, K/group, 2] as (scale, min); weight = q·scale + min.
+    /// </summary>
+    public LinearWeight LinearInt4Grouped(ReadOnlySpan<byte> nibbles, ReadOnlySpan<Half> scaleMin, int group, int outFeatures, int inFeatures, ReadOnlySpan<float> bias)
+    {
+        if (group is not (32 or 64 or 128)) throw new FastMMException($"INT4: group size {group} (32, 64 or 128 are supported)");
+        if (inFeatures % group != 0) throw new FastMMException($"INT4: in-features {inFeatures} is not a multiple of the group size {group}");
+        if (nibbles.Length != (long)outFeatures * inFeatures / 2 || scaleMin.Length != (long)outFeatures * (inFeatures / group) * 2)
+            throw new FastMMException($"INT4: {nibbles.Length} nibble bytes and {scaleMin.Length} scale/min values do not fit {outFeatures}x{inFeatures}, group {group}");
+        var w = UploadWeight(nibbles);
+        try
+        {
+            var sm = UploadWeight(MemoryMarshal.AsBytes(scaleMin));
+            return new CudaLinear(CudaWeightFormat.Int4Group, w, sm, UploadBias(bias, outFeatures, "INT4"), outFeatures, inFeatures, group);
+        }
+        catch
+        {
+            w.Dispose();
+            throw;
+        }
+    }
+
+    public Tensor Linear(Tensor x, LinearWeight w, Activation act = Activation.None)
+    {
+        var lw = (CudaLinear)w;
+        int k = x.Dim(-1), n = lw.OutFeatures;
+        if (k != lw.InFeatures) throw new ArgumentException($"Linear: input has {k} features, weight expects {lw.InFeatures}");
+        int m = (int)(x.Length / k);
+        var shape = (int[])x.Shape.Clone();
+        shape[^1] = n;
+        var y = New(shape);
+        ulong xp = Ptr(x), wp = lw.Weight.Pointer, bp = Ptr(lw.Bias), yp = Ptr(y);
+        int a = (int)act;
+        bool gemv = m <= GemvMaxRows;
+        switch (lw.Format)
+        {
+            case CudaWeightFormat.F32:
+                if (gemv) Launch(K.LinearF32Gemv, Ceil(n, GemvRowsPerBlock), 128, P(xp), P(wp), P(bp), P(yp), m, n, k, a);
+                else Launch(K.LinearF32Gemm, new Dim3((uint)Ceil(n, 128), (uint)Ceil(m, 128)), 256, P(xp), P(wp), P(bp), P(yp), m, n, k, a);
+                break;
+            case CudaWeightFormat.F16:
+                if (gemv) Launch(K.LinearF16Gemv, Ceil(n, GemvRowsPerBlock), 128, P(xp), P(wp), P(bp), P(yp), m, n, k, a);
+                else Launch(K.LinearF16Gemm, new Dim3((uint)Ceil(n, 64), (uint)Ceil(m, 64)), 128, P(xp), P(wp), P(bp), P(yp), m, n, k, a);
+                break;
+            case CudaWeightFormat.Q8_0 or CudaWeightFormat.Q4_0 or CudaWeightFormat.Int4Group when !gemv:
+                var tile = new Dim3((uint)Ceil(n, 64), (uint)Ceil(m, 64));
+                if (lw.Format == CudaWeightFormat.Int4Group)
+                    Launch(K.LinearInt4GroupGemm, tile, 128, P(xp), P(wp), P(Ptr(lw.ScaleMin)), lw.Group, P(bp), P(yp), m, n, k, a);
+                else Launch(lw.Format == CudaWeightFormat.Q8_0 ? K.LinearQ8_0Gemm : K.LinearQ4_0Gemm, tile, 128, P(xp), P(wp), P(bp), P(yp), m, n, k, a);
+                break;
+            default:
+                // Decode: int8 activations per 32-block, then a dp4a GEMV.
+                using (var xq = _context.AllocateOnStream(_stream, (long)m * k))
+                using (var xds = _context.AllocateOnStream(_stream, (long)m * (k / QuantBlock) * 8))
+                {
+                    Launch(K.QuantizeActivations, Ceil((long)m * k, 256), 256, P(xp), P(xq.Pointer), P(xds.Pointer), m, k);
+                    int blocks = Ceil(n, GemvRowsPerBlock);
+                    if (lw.Format == CudaWeightFormat.Int4Group)
+                        Launch(K.LinearInt4GroupGemv, blocks, 128, P(xq.Pointer), P(xds.Pointer), P(wp), P(Ptr(lw.ScaleMin)), lw.Group, P(bp), P(yp), m, n, k, a);
+                    else Launch(lw.Format == CudaWeightFormat.Q8_0 ? K.LinearQ8_0Gemv : K.LinearQ4_0Gemv, blocks, 128,
+                        P(xq.Pointer), P(xds.Pointer), P(wp), P(bp), P(yp), m, n, k, a);
+                }
+                break;
+        }
+        return y;
+    }
+
+    public Tensor MatMulTransposed(Tensor a, Tensor b)
+    {
+        int m = a.Dim(0), k = a.Dim(1), n = b.Dim(0);
+        if (b.Dim(1) != k) throw new ArgumentException($"MatMulTransposed: inner dims {k} and {b.Dim(1)} differ");
+        var c = New(m, n);
+        if (m <= GemvMaxRows) Launch(K.LinearF32Gemv, Ceil(n, GemvRowsPerBlock), 128, P(Ptr(a)), P(Ptr(b)), P(0), P(Ptr(c)), m, n, k, 0);
+        else Launch(K.LinearF32Gemm, new Dim3((uint)Ceil(n, 128), (uint)Ceil(m, 128)), 256, P(Ptr(a)), P(Ptr(b)), P(0), P(Ptr(c)), m, n, k, 0);
+        return c;
+    }
+
+    // ---------------- norms and elementwise ----------------
+
+    public Tensor LayerNorm(Tensor x, Tensor gamma, Tensor beta, float eps)
+    {
+        int d = x.Dim(-1), rows = (int)(x.Length / d);
+        if (gamma.Length != d || beta.Length != d) throw new ArgumentException($"LayerNorm: gamma {gamma} / beta {beta} do not match width {d}");
+        var y = New((int[])x.Shape.Clone());
+        Launch(K.LayerNorm, rows, 256, P(Ptr(x)), P(0), P(0), P(Ptr(gamma)), P(Ptr(beta)), P(Ptr(y)), rows, d, eps);
+        return y;
+    }
+
+    public Tensor RmsNorm(Tensor x, Tensor weight, float eps)
+    {
+        int d = x.Dim(-1), rows = (int)(x.Length / d);
+        if (weight.Length != d) throw new ArgumentException($"RmsNorm: weight {weight} does not match width {d}");
+        var y = New((int[])x.Shape.Clone());
+        Launch(K.RmsNorm, rows, 256, P(Ptr(x)), P(0), P(0), P(Ptr(weight)), P(Ptr(y)), rows, d, eps);
+        return y;
+    }
+
+    public void ActivationInPlace(Tensor x, Activation act)
+    {
+        if (act == Activation.None) return;
+        Launch(K.Activation, ElementwiseBlocks(x.Length), 256, P(Ptr(x)), x.Length, (int)act);
+    }
+
+    public void AddInPlace(Tensor x, Tensor y)
+    {
+        if (y.Length == 0 || x.Length % y.Length != 0) throw new ArgumentException($"AddInPlace: {y} does not broadcast over {x}");
+        Launch(K.AddBroadcast, ElementwiseBlocks(x.Length), 256, P(Ptr(x)), P(Ptr(y)), x.Length, y.Length);
+    }
+
+    public void ScaleInPlace(Tensor x, float scale, float bias = 0f)
+        => Launch(K.ScaleBias, ElementwiseBlocks(x.Length), 256, P(Ptr(x)), x.Length, scale, bias);
+
+    public void L2NormalizeInPlace(Tensor x)
+    {
+        int n = x.Dim(-1), rows = (int)(x.Length / n);
+        Launch(K.L2NormalizeRows, rows, 256, P(Ptr(x)), rows, n);
+    }
+
+    public Tensor SwiGlu(Tensor gateUp)
+    {
+        int w = gateUp.Dim(-1), inter = w / 2;
+        if (w % 2 != 0) throw new ArgumentException($"SwiGlu: width {w} is odd");
+        long rows = gateUp.Length / w;
+        var shape = (int[])gateUp.Shape.Clone();
+        shape[^1] = inter;
+        var y = New(shape);
+        Launch(K.SwiGlu, ElementwiseBlocks(rows * inter), 256, P(Ptr(gateUp)), P(Ptr(y)), rows, inter);
+        return y;
+    }
+
+    // ---------------- attention ----------------
+
+    private static string PrefillKernel(int headDim, string op)
+    {
+        if (headDim % 4 != 0 || headDim > MaxHeadDim)
+            throw new NotSupportedException($"{op} on CUDA: head size {headDim} (the kernels take multiples of 4 up to {MaxHeadDim})");
+        return headDim <= 64 ? K.AttentionPrefillHd64 : K.AttentionPrefillHd128;
+    }
+
+    public Tensor Attention(Tensor q, Tensor k, Tensor v, int heads, float scale, bool causal, Tensor? keyMask)
+    {
+        int b = q.Dim(0), tq = q.Dim(1), hd = q.Dim(2), tk = k.Dim(1);
+        if (hd % heads != 0) throw new ArgumentException($"Attention: width {hd} is not divisible by {heads} heads");
+        if (k.Dim(0) != b || v.Dim(0) != b || k.Dim(2) != hd || v.Dim(2) != hd || v.Dim(1) != tk)
+            throw new ArgumentException($"Attention: q {q}, k {k}, v {v} do not agree");
+        if (keyMask is not null && keyMask.Length != (long)b * tk) throw new ArgumentException($"Attention: key mask {keyMask} is not [{b}, {tk}]");
+        int headDim = hd / heads;
+        string kernel = PrefillKernel(headDim, "Attention");
+        var o = New(b, tq, hd);
+        Launch(kernel, new Dim3((uint)Ceil(tq, 64), (uint)heads, (uint)b), 128, P(Ptr(q)), hd, P(Ptr(k)), P(Ptr(v)), hd, P(0), 0, 1,
+            P(keyMask is null ? 0 : Ptr(keyMask)), P(Ptr(o)), tq, tk, heads, heads, headDim, scale, causal ? 1 : 0);
+        return o;
+    }
+
+    public Tensor SelfAttention(Tensor qkv, int heads, float scale, bool causal, Tensor? keyMask)
+    {
+        int b = qkv.Dim(0), t = qkv.Dim(1), w3 = qkv.Dim(2);
+        if (w3 % 3 != 0 || (w3 / 3) % heads != 0) throw new ArgumentException($"SelfAttention: width {w3} is not 3 x heads ({heads}) x head size");
+        if (keyMask is not null && keyMask.Length != (long)b * t) throw new ArgumentException($"SelfAttention: key mask {keyMask} is not [{b}, {t}]");
+        int hd = w3 / 3, headDim = hd / heads;
+        string kernel = PrefillKernel(headDim, "SelfAttention");
+        var o = New(b, t, hd);
+        ulong q = Ptr(qkv);
+        Launch(kernel, new Dim3((uint)Ceil(t, 64), (uint)heads, (uint)b), 128, P(q), w3, P(q + (ulong)hd * 4), P(q + (ulong)hd * 8), w3, P(0), 0, 1,
+            P(keyMask is null ? 0 : Ptr(keyMask)), P(Ptr(o)), t, t, heads, heads, headDim, scale, causal ? 1 : 0);
+        return o;
+    }
+
+    public Tensor PatchEmbed(Tensor pixels, LinearWeight weight, int patch)
+    {
+        var lw = (CudaLinear)weight;
+        int b = pixels.Dim(0), c = pixels.Dim(1), h = pixels.Dim(2), w = pixels.Dim(3);
+        if (pixels.Rank != 4 || lw.InFeatures != c * patch * patch || h % patch != 0 || w % patch != 0)
+            throw new ArgumentException($"PatchEmbed: {pixels} does not fit a {lw.OutFeatures}x{lw.InFeatures} patch weight with patch {patch}");
+        string kernel = lw.Format switch
+        {
+            CudaWeightFormat.F32 => K.PatchEmbedF32,
+            CudaWeightFormat.F16 => K.PatchEmbedF16,
+            _ => throw new NotSupportedException($"PatchEmbed on CUDA with {lw.Format} weights"),
+        };
+        int patches = (h / patch) * (w / patch), d = lw.OutFeatures;
+        var o = New(b, patches, d);
+        Launch(kernel, new Dim3((uint)Ceil(d, 128), (uint)Ceil((long)b * patches, 128)), 256, P(Ptr(pixels)), P(lw.Weight.Pointer),
+            P(Ptr(lw.Bias)), P(0), P(Ptr(o)), b, c, h, w, patch, d);
+        return o;
+    }
+
+    // ---------------- decoder ----------------
+
+    public Tensor RopeTable(int position0, int count, int headDim, double theta)
+    {
+        if (headDim % 2 != 0) throw new ArgumentException($"RoPE needs an even head size, got {headDim}");
+        var t = New(count, headDim);
+        Launch(K.RopeTable, count, Math.Clamp(headDim / 2, 1, 1024), P(Ptr(t)), position0, count, headDim, theta);
+        return t;
+    }
+
+    public void RopeInPlace(Tensor qkv, int qHeads, int kvHeads, int headDim, Tensor table)
+    {
+        int width = qkv.Dim(-1), rows = (int)(qkv.Length / width);
+        if (width != (qHeads + 2 * kvHeads) * headDim) throw new ArgumentException($"RoPE: width {width} is not (Hq + 2·Hkv)·D");
+        if (table.Dim(0) != rows || table.Dim(1) != headDim) throw new ArgumentException($"RoPE: table {table} does not cover {rows} rows");
+        Launch(K.RopeApply, rows, Math.Clamp(headDim / 2, 1, 1024), P(Ptr(qkv)), P(Ptr(table)), rows, width, qHeads + kvHeads, headDim);
+    }
+
+    private sealed class CudaKvStorage : KvCacheStorage
+    {
+        public readonly DeviceMemory[] K, V;
+
+        public CudaKvStorage(CudaBackend backend, int layers, int kvHeads, int headDim, int blockSize, int blocks)
+        {
+            Layers = layers; KvHeads = kvHeads; HeadDim = headDim; BlockSize = blockSize; Blocks = blocks;
+            long bytes = (long)blocks * blockSize * kvHeads * headDim * sizeof(float);
+            K = new DeviceMemory[layers];
+            V = new DeviceMemory[layers];
+            try
+            {
+                for (int l = 0; l < layers; l++)
+                {
+                    K[l] = backend._context.Allocate(bytes);
+                    V[l] = backend._context.Allocate(bytes);
+                }
+            }
+            catch
+            {
+                Dispose();
+                throw;
+            }
+        }
+
+        public override void Dispose()
+        {
+            foreach (var m in K) m?.Dispose();
+            foreach (var m in V) m?.Dispose();
+        }
+    }
+
+    public KvCacheStorage CreateKvCache(int layers, int kvHeads, int headDim, int blockSize, int blocks)
+    {
+        _context.MakeCurrent();
+        return new CudaKvStorage(this, layers, kvHeads, headDim, blockSize, blocks);
+    }
+
+    private static void CheckBlocks(CudaKvStorage c, ReadOnlySpan<int> blockTable, int tokens, string op)
+    {
+        if ((long)blockTable.Length * c.BlockSize < tokens) throw new ArgumentException($"{op}: the block table does not cover {tokens} tokens");
+        foreach (int blk in blockTable[..Ceil(tokens, c.BlockSize)])
+            if ((uint)blk >= (uint)c.Blocks) throw new ArgumentException($"{op}: block {blk} is outside the cache pool of {c.Blocks}");
+    }
+
+    public void WriteKv(KvCacheStorage cache, int layer, Tensor qkv, int qHeads, ReadOnlySpan<int> blockTable, int position0)
+    {
+        var c = (CudaKvStorage)cache;
+        int kvw = c.KvHeads * c.HeadDim, width = qkv.Dim(-1), rows = (int)(qkv.Length / width), bs = c.BlockSize;
+        if (width != qHeads * c.HeadDim + 2 * kvw) throw new ArgumentException($"WriteKv: width {width} does not match the cache's heads");
+        CheckBlocks(c, blockTable, position0 + rows, "WriteKv");
+        var slots = new int[rows];
+        for (int i = 0; i < rows; i++)
+        {
+            int pos = position0 + i;
+            slots[i] = blockTable[pos / bs] * bs + pos % bs;
+        }
+        int qw = qHeads * c.HeadDim;
+        using var slotBuffer = Upload<int>(slots);
+        Launch(K.KvAppendF32, rows, 256, P(Ptr(qkv)), width, qw, qw + kvw, kvw, P(slotBuffer.Pointer), rows, P(c.K[layer].Pointer), P(c.V[layer].Pointer));
+    }
+
+    public Tensor CachedAttention(Tensor qkv, int qHeads, KvCacheStorage cache, int layer, ReadOnlySpan<int> blockTable, int position0, float scale)
+    {
+        var c = (CudaKvStorage)cache;
+        int width = qkv.Dim(-1), rows = (int)(qkv.Length / width), tk = position0 + rows, d = c.HeadDim, kvw = c.KvHeads * d;
+        if (qHeads % c.KvHeads != 0) throw new ArgumentException($"Attention: {qHeads} query heads are not a multiple of {c.KvHeads} KV heads");
+        CheckBlocks(c, blockTable, tk, "CachedAttention");
+        string prefill = PrefillKernel(d, "CachedAttention");
+        var o = New(rows, qHeads * d);
+        using var table = Upload(blockTable);
+        ulong k = c.K[layer].Pointer, v = c.V[layer].Pointer;
+        if (rows > 1)
+        {
+            Launch(prefill, new Dim3((uint)Ceil(rows, 64), (uint)qHeads, 1), 128, P(Ptr(qkv)), width, P(k), P(v), kvw, P(table.Pointer),
+                blockTable.Length, c.BlockSize, P(0), P(Ptr(o)), rows, tk, qHeads, c.KvHeads, d, scale, 1);
+            return o;
+        }
+
+        // Decode: split the sequence so that about two blocks per SM are busy, then merge the splits.
+        int slices = Ceil(qHeads / c.KvHeads, DecodeGroupPerBlock);
+        int splits = Math.Clamp(Ceil(2L * _context.Multiprocessors, c.KvHeads * slices), 1, Ceil(tk, 32));
+        int keysPerSplit = Ceil(tk, splits);
+        splits = Ceil(tk, keysPerSplit);
+        using var seqLen = Upload<int>([tk]);
+        using var partialAcc = _context.AllocateOnStream(_stream, (long)qHeads * splits * d * sizeof(float));
+        using var partialMax = _context.AllocateOnStream(_stream, (long)qHeads * splits * sizeof(float));
+        using var partialSum = _context.AllocateOnStream(_stream, (long)qHeads * splits * sizeof(float));
+        Launch(K.AttentionDecodePagedF32, new Dim3((uint)splits, (uint)(c.KvHeads * slices), 1), 128, P(Ptr(qkv)), width, P(k), P(v), kvw,
+            P(table.Pointer), blockTable.Length, P(seqLen.Pointer), c.BlockSize, P(partialAcc.Pointer), P(partialMax.Pointer),
+            P(partialSum.Pointer), qHeads, c.KvHeads, d, keysPerSplit, scale);
+        Launch(K.AttentionDecodeReduce, new Dim3((uint)qHeads, 1), 128, P(partialAcc.Pointer), P(partialMax.Pointer), P(partialSum.Pointer),
+            P(Ptr(o)), qHeads, d, splits);
+        return o;
+    }
+
+    // ---------------- row movement ----------------
+
+    /// <summary>dst[i] = src[index[i]] for rows of `width` floats.</summary>
+    private Tensor GatherRows(Tensor src, ReadOnlySpan<int> index, int width, params int[] shape)
+    {
+        var y = New(shape);
+        using var idx = Upload(index);
+        Launch(K.GatherRows, index.Length, 256, P(Ptr(src)), P(idx.Pointer), P(Ptr(y)), index.Length, width);
+        return y;
+    }
+
+    public void SetRows(Tensor x, ReadOnlySpan<int> rows, Tensor values)
+    {
+        int d = x.Dim(-1), n = (int)(x.Length / d);
+        if (values.Dim(-1) != d || values.Length / d != rows.Length) throw new ArgumentException($"SetRows: {values} does not hold {rows.Length} rows of {d}");
+        foreach (int r in rows)
+            if ((uint)r >= (uint)n) throw new ArgumentOutOfRangeException(nameof(rows), $"row {r} outside [0, {n})");
+        using var idx = Upload(rows);
+        Launch(K.ScatterRows, rows.Length, 256, P(Ptr(x)), P(idx.Pointer), P(Ptr(values)), rows.Length, d);
+    }
+
+    public Tensor PixelShuffle(Tensor x, int scale)
+    {
+        int b = x.Dim(0), seq = x.Dim(1), e = x.Dim(2), side = (int)Math.Round(Math.Sqrt(seq));
+        if (side * side != seq || side % scale != 0) throw new ArgumentException($"PixelShuffle: {seq} patches are not a square grid divisible by {scale}");
+        int outSide = side / scale, se = scale * e;
+        // Viewed as rows of s·E floats, output chunk (b, h2, w2, dy) is input row (b·seq + (h2·s + dy)·side + w2·s) / s.
+        var index = new int[b * outSide * outSide * scale];
+        for (int bi = 0, i = 0; bi < b; bi++)
+            for (int h2 = 0; h2 < outSide; h2++)
+                for (int w2 = 0; w2 < outSide; w2++)
+                    for (int dy = 0; dy < scale; dy++)
+                        index[i++] = (bi * seq + (h2 * scale + dy) * side + w2 * scale) / scale;
+        return GatherRows(x, index, se, b, outSide * outSide, se * scale);
+    }
+
+    public Tensor Embedding(Tensor table, ReadOnlySpan<int> ids)
+    {
+        int vocab = table.Dim(0), d = table.Dim(1);
+        for (int i = 0; i < ids.Length; i++)
+            if ((uint)ids[i] >= (uint)vocab) throw new FastMMException($"input_ids: token id {ids[i]} at position {i} is outside the vocabulary [0, {vocab})");
+        return GatherRows(table, ids, d, ids.Length, d);
+    }
+
+    public Tensor PrependRow(Tensor x, Tensor row)
+    {
+        int b = x.Dim(0), t = x.Dim(1), d = x.Dim(2);
+        if (row.Length != d) throw new ArgumentException($"PrependRow: {row} is not one row of {d}");
+        var y = New(b, t + 1, d);
+        ulong yp = Ptr(y), xp = Ptr(x), rp = Ptr(row);
+        long rowBytes = (long)d * sizeof(float);
+        for (int i = 0; i < b; i++)
+        {
+            _context.CopyOnDevice(yp + (ulong)(i * (t + 1) * rowBytes), rp, rowBytes, _stream);
+            _context.CopyOnDevice(yp + (ulong)((i * (t + 1) + 1) * rowBytes), xp + (ulong)(i * t * rowBytes), t * rowBytes, _stream);
+        }
+        return y;
+    }
+
+    public Tensor SelectRows(Tensor x, ReadOnlySpan<int> positions)
+    {
+        int b = x.Dim(0), t = x.Dim(1), d = x.Dim(2);
+        if (positions.Length != b) throw new ArgumentException("SelectRows: one position per batch row");
+        var index = new int[b];
+        for (int i = 0; i < b; i++)
+        {
+            if ((uint)positions[i] >= (uint)t) throw new ArgumentOutOfRangeException(nameof(positions));
+            index[i] = i * t + positions[i];
+        }
+        return GatherRows(x, index, d, b, d);
+    }
+
+    public Tensor Repeat(Tensor row, int batch)
+    {
+        int d = (int)row.Length;
+        return GatherRows(row, new int[batch], d, batch, 1, d);
+    }
+
+    // ---------------- sampling (not part of IBackend: for a device-side generation loop) ----------------
+
+    /// <summary>Greedy next tokens of logits [rows, vocab]: the first maximum per row.</summary>
+    public int[] Argmax(Tensor logits)
+    {
+        int vocab = logits.Dim(-1), rows = (int)(logits.Length / vocab);
+        using var ids = _context.AllocateOnStream(_stream, rows * sizeof(int));
+        Launch(K.ArgmaxRows, rows, 1024, P(Ptr(logits)), rows, vocab, P(ids.Pointer));
+        return DownloadTokens(ids, rows);
+    }
+
+    /// <summary>
+    /// Temperature / top-k / top-p sampling of logits [rows, vocab] with one uniform number in [0, 1) per row, as
+    /// FastMM.Runtime's Sampler draws (without its repetition penalty).
+    /// </summary>
+    public int[] Sample(Tensor logits, float temperature, int topK, float topP, ReadOnlySpan<float> uniform)
+    {
+        int vocab = logits.Dim(-1), rows = (int)(logits.Length / vocab);
+        if (uniform.Length != rows) throw new ArgumentException($"Sample: {uniform.Length} random numbers for {rows} rows");
+        if (!(temperature > 0) || !(topP > 0 && topP <= 1)) throw new FastMMException($"Sample: temperature {temperature} must be > 0 and top_p {topP} in (0, 1]");
+        using var u = Upload(uniform);
+        using var ids = _context.AllocateOnStream(_stream, rows * sizeof(int));
+        Launch(K.SampleRows, rows, 1024, P(Ptr(logits)), rows, vocab, temperature, topK, topP, P(u.Pointer), P(ids.Pointer));
+        return DownloadTokens(ids, rows);
+    }
+
+    private int[] DownloadTokens(StreamMemory ids, int rows)
+    {
+        var tokens = new int[rows];
+        fixed (int* p = tokens) _context.CopyToHost(p, ids.Pointer, rows * sizeof(int), _stream);
+        _stream.Synchronize();
+        foreach (int t in tokens)
+            if (t < 0) throw new FastMMException(t == -1 ? "logits contain NaN or +inf: the model produced invalid scores" : "every logit is -inf: no token can be sampled");
+        return tokens;
+    }
+
+    public void Dispose()
+    {
+        _context.MakeCurrent();
+        _stream.Synchronize();
+        _kernels.Dispose();
+        _staging?.Dispose();
+        _stream.Dispose();
+        _context.Dispose();
+    }
+}

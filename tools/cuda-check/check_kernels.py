@@ -1,0 +1,531 @@
+#!/usr/bin/env python3
+"""Runs every kernels/*.cu entry point on a GPU and compares it with a PyTorch reference.
+
+For a GPU machine without .NET: needs PyTorch with CUDA and the fatbins (or PTX) that scripts/check-kernels.sh
+writes to build/kernels. Kernels are loaded and launched through the driver API (ctypes on libcuda.so.1) in
+PyTorch's context and stream, exactly as src/FastMM.Cuda launches them (same argument lists).
+
+    python3 tools/cuda-check/check_kernels.py [build/kernels] [--bench]
+
+Prints one line per check (max error against the reference, tolerance) and exits 1 if any check fails.
+--bench adds timings for the two performance targets (quantized decode GEMV, attention prefill at 4096).
+"""
+import ctypes
+import math
+import os
+import sys
+
+import torch
+
+OUT = next((a for a in sys.argv[1:] if not a.startswith("--")), "build/kernels")
+BENCH = "--bench" in sys.argv
+DEV = "cuda"
+torch.manual_seed(0)
+
+cuda = ctypes.CDLL("libcuda.so.1")
+torch.zeros(1, device=DEV)  # creates PyTorch's primary context and makes it current
+failures = []
+
+
+def check_cu(result, what):
+    if result != 0:
+        name = ctypes.c_char_p()
+        cuda.cuGetErrorName(result, ctypes.byref(name))
+        raise RuntimeError(f"{what}: {name.value.decode()} ({result})")
+
+
+_modules, _functions = {}, {}
+
+
+def kernel(file, name):
+    if name not in _functions:
+        if file not in _modules:
+            path = os.path.join(OUT, file + ".fatbin")
+            if not os.path.exists(path):
+                path = os.path.join(OUT, file + ".ptx")
+            image = open(path, "rb").read() + b"\0"
+            module = ctypes.c_void_p()
+            check_cu(cuda.cuModuleLoadData(ctypes.byref(module), ctypes.c_char_p(image)), f"cuModuleLoadData({path})")
+            _modules[file] = module
+        f = ctypes.c_void_p()
+        check_cu(cuda.cuModuleGetFunction(ctypes.byref(f), _modules[file], name.encode()), f"cuModuleGetFunction({name})")
+        _functions[name] = f
+    return _functions[name]
+
+
+class I64(int):
+    pass
+
+
+class F64(float):
+    pass
+
+
+def launch(file, name, grid, block, *args):
+    """Arguments: tensors (device pointers), None (null), int (int32), I64, float (float32), F64."""
+    holders = []
+    for a in args:
+        if isinstance(a, torch.Tensor):
+            holders.append(ctypes.c_uint64(a.data_ptr()))
+        elif a is None:
+            holders.append(ctypes.c_uint64(0))
+        elif isinstance(a, I64):
+            holders.append(ctypes.c_int64(a))
+        elif isinstance(a, F64):
+            holders.append(ctypes.c_double(a))
+        elif isinstance(a, bool) or isinstance(a, int):
+            holders.append(ctypes.c_int32(int(a)))
+        elif isinstance(a, float):
+            holders.append(ctypes.c_float(a))
+        else:
+            raise TypeError(type(a))
+    params = (ctypes.c_void_p * len(holders))(*[ctypes.addressof(h) for h in holders])
+    grid = (tuple(grid) + (1, 1))[:3] if isinstance(grid, tuple) else (grid, 1, 1)
+    block = (tuple(block) + (1, 1))[:3] if isinstance(block, tuple) else (block, 1, 1)
+    stream = ctypes.c_void_p(torch.cuda.current_stream().cuda_stream)
+    check_cu(cuda.cuLaunchKernel(kernel(file, name), *[ctypes.c_uint(g) for g in grid], *[ctypes.c_uint(b) for b in block],
+                                 ctypes.c_uint(0), stream, params, None), f"cuLaunchKernel({name})")
+    torch.cuda.synchronize()
+
+
+def report(what, actual, expected, tol):
+    actual, expected = actual.double().cpu(), expected.double().cpu()
+    if torch.isnan(actual).any():
+        err = float("nan")
+    else:
+        err = ((actual - expected).norm() / max(expected.norm().item(), 1e-30)).item()
+    ok = err <= tol
+    print(f"{'ok  ' if ok else 'FAIL'} {what}: relative L2 {err:.2e} (tolerance {tol:.0e})")
+    if not ok:
+        failures.append(what)
+
+
+def ceil(a, b):
+    return (a + b - 1) // b
+
+
+def randn(*shape, scale=1.0):
+    return (torch.randn(*shape, device=DEV) * scale).float()
+
+
+# ---------------- references ----------------
+
+ACTS = ["none", "gelu", "gelu_tanh", "quick_gelu", "silu", "relu"]
+
+
+def act_ref(x, act):
+    x = x.double()
+    return {
+        "none": lambda: x,
+        "gelu": lambda: torch.nn.functional.gelu(x),
+        "gelu_tanh": lambda: torch.nn.functional.gelu(x, approximate="tanh"),
+        "quick_gelu": lambda: x * torch.sigmoid(1.702 * x),
+        "silu": lambda: torch.nn.functional.silu(x),
+        "relu": lambda: torch.relu(x),
+    }[act]()
+
+
+def attention_ref(q, k, v, heads, kv_heads, scale, causal, key_mask):
+    """q [B, Tq, H, D], k/v [B, Tk, Hkv, D] → [B, Tq, H·D]; fully hidden queries give zeros."""
+    b, tq, _, d = q.shape
+    tk = k.shape[1]
+    group = heads // kv_heads
+    k = k.double().repeat_interleave(group, dim=2)
+    v = v.double().repeat_interleave(group, dim=2)
+    s = torch.einsum("bqhd,bkhd->bhqk", q.double(), k) * scale
+    visible = torch.ones(b, 1, tq, tk, dtype=torch.bool, device=q.device)
+    if causal:
+        i = torch.arange(tq, device=q.device)[:, None]
+        j = torch.arange(tk, device=q.device)[None, :]
+        visible &= (j <= i + (tk - tq))[None, None]
+    if key_mask is not None:
+        visible &= (key_mask != 0)[:, None, None, :]
+    s = s.masked_fill(~visible, float("-inf"))
+    p = torch.softmax(s, dim=-1).nan_to_num(0.0)
+    return torch.einsum("bhqk,bkhd->bqhd", p, v).reshape(b, tq, heads * d)
+
+
+# ---------------- attention ----------------
+
+def check_attention():
+    for d, tq, tk, heads, kv_heads, causal, masked in [
+        (64, 100, 100, 8, 2, True, True), (64, 37, 100, 4, 4, True, False), (80, 70, 70, 6, 3, False, True),
+        (128, 130, 130, 4, 1, True, False), (32, 1, 50, 2, 2, False, False)]:
+        b = 2
+        entry = "attention_prefill_hd64" if d <= 64 else "attention_prefill_hd128"
+        width = (heads + 2 * kv_heads) * d
+        # Fused rows [B, T, (H + 2·Hkv)·D] hold k and v (and q when tq == tk: SelfAttention's layout); views pass
+        # their first element's address, so k and v are column slices with the fused row stride.
+        rows = randn(b, tk, width)
+        k, v = rows[:, :, heads * d:(heads + kv_heads) * d], rows[:, :, (heads + kv_heads) * d:]
+        q, q_stride = (rows, width) if tq == tk else (randn(b, tq, heads * d), heads * d)
+        key_mask = (torch.rand(b, tk, device=DEV) > 0.3).float() if masked else None
+        if masked:
+            key_mask[1, :] = 0  # a fully masked sequence: zeros
+        out = torch.empty(b, tq, heads * d, device=DEV)
+        scale = d ** -0.5
+        launch("attention", entry, (ceil(tq, 64), heads, b), 128, q, q_stride, k, v, width, None, 0, 1, key_mask, out,
+               tq, tk, heads, kv_heads, d, scale, int(causal))
+        q = q[:, :, :heads * d]
+        ref = attention_ref(q.reshape(b, tq, heads, d), k.reshape(b, tk, kv_heads, d), v.reshape(b, tk, kv_heads, d), heads,
+                            kv_heads, scale, causal, key_mask)
+        report(f"{entry} d={d} tq={tq} tk={tk} H={heads}/{kv_heads} causal={causal} mask={masked}", out, ref, 3e-3)
+
+    # Paged prefill (CachedAttention with T > 1) and decode over the same cache.
+    d, heads, kv_heads, bs = 64, 14, 2, 16
+    kvw = kv_heads * d
+    lengths = [1, 77, 1000]
+    blocks_per_seq = ceil(max(lengths), bs)
+    pool_blocks = len(lengths) * blocks_per_seq
+    k_pool, v_pool = randn(pool_blocks * bs, kvw), randn(pool_blocks * bs, kvw)
+    tables = torch.randperm(pool_blocks, device=DEV).int().view(len(lengths), blocks_per_seq).contiguous()
+
+    def gather(pool, s, n):
+        pos = torch.arange(n, device=DEV)
+        return pool[(tables[s, pos // bs].long() * bs + pos % bs)].view(1, n, kv_heads, d)
+
+    tk, tq = 200, 40
+    q = randn(tq, heads * d)
+    out = torch.empty(tq, heads * d, device=DEV)
+    launch("attention", "attention_prefill_hd64", (ceil(tq, 64), heads, 1), 128, q, heads * d, k_pool, v_pool, kvw,
+           tables[2].contiguous(), blocks_per_seq, bs, None, out, tq, tk, heads, kv_heads, d, 0.125, 1)
+    ref = attention_ref(q.view(1, tq, heads, d), gather(k_pool, 2, tk), gather(v_pool, 2, tk), heads, kv_heads, 0.125, True, None)
+    report("attention_prefill_hd64 paged (block table, tq=40 of tk=200)", out, ref[0], 3e-3)
+
+    q = randn(len(lengths), heads * d)
+    seq_lens = torch.tensor(lengths, dtype=torch.int32, device=DEV)
+    splits, keys_per_split = 8, ceil(max(lengths), 8)
+    slices = ceil(heads // kv_heads, 16)
+    partial_acc = torch.empty(len(lengths), heads, splits, d, device=DEV)
+    partial_max = torch.empty(len(lengths), heads, splits, device=DEV)
+    partial_sum = torch.empty(len(lengths), heads, splits, device=DEV)
+    out = torch.empty(len(lengths), heads * d, device=DEV)
+    refs = torch.cat([attention_ref(q[s].view(1, 1, heads, d), gather(k_pool, s, n), gather(v_pool, s, n), heads, kv_heads,
+                                    0.125, True, None)[0] for s, n in enumerate(lengths)])
+    launch("attention", "attention_decode_paged_f32", (splits, kv_heads * slices, len(lengths)), 128, q, heads * d, k_pool, v_pool,
+           kvw, tables, blocks_per_seq, seq_lens, bs, partial_acc, partial_max, partial_sum, heads, kv_heads, d, keys_per_split, 0.125)
+    launch("attention", "attention_decode_reduce", (heads, len(lengths)), 128, partial_acc, partial_max, partial_sum, out, heads, d, splits)
+    report("attention_decode_paged_f32 + reduce (lengths 1, 77, 1000; 8 splits)", out, refs, 1e-5)
+
+    k_scale = (k_pool.view(-1, kv_heads, d).abs().amax(dim=(0, 2)) / 127).contiguous()
+    v_scale = (v_pool.view(-1, kv_heads, d).abs().amax(dim=(0, 2)) / 127).contiguous()
+    k8 = torch.round(k_pool.view(-1, kv_heads, d) / k_scale[None, :, None]).clamp(-127, 127).to(torch.int8).view(-1, kvw).contiguous()
+    v8 = torch.round(v_pool.view(-1, kv_heads, d) / v_scale[None, :, None]).clamp(-127, 127).to(torch.int8).view(-1, kvw).contiguous()
+    k_deq = (k8.view(-1, kv_heads, d).float() * k_scale[None, :, None]).view(-1, kvw)
+    v_deq = (v8.view(-1, kv_heads, d).float() * v_scale[None, :, None]).view(-1, kvw)
+    refs = torch.cat([attention_ref(q[s].view(1, 1, heads, d), gather(k_deq, s, n), gather(v_deq, s, n), heads, kv_heads,
+                                    0.125, True, None)[0] for s, n in enumerate(lengths)])
+    launch("attention", "attention_decode_paged_int8", (splits, kv_heads * slices, len(lengths)), 128, q, heads * d, k8, v8, kvw,
+           k_scale, v_scale, tables, blocks_per_seq, seq_lens, bs, partial_acc, partial_max, partial_sum, heads, kv_heads, d,
+           keys_per_split, 0.125)
+    launch("attention", "attention_decode_reduce", (heads, len(lengths)), 128, partial_acc, partial_max, partial_sum, out, heads, d, splits)
+    report("attention_decode_paged_int8 + reduce", out, refs, 1e-5)
+
+    # kv_append writes the slots the reference reads back
+    rows, qh = 5, 4
+    qkv = randn(rows, (qh + 2 * kv_heads) * d)
+    slots = torch.tensor([3, 17, 18, 40, 41], dtype=torch.int32, device=DEV)
+    kp, vp = torch.zeros(64, kvw, device=DEV), torch.zeros(64, kvw, device=DEV)
+    launch("kv_cache", "kv_append_f32", rows, 256, qkv, qkv.shape[1], qh * d, qh * d + kvw, kvw, slots, rows, kp, vp)
+    report("kv_append_f32", torch.cat([kp[slots.long()], vp[slots.long()]]), torch.cat([qkv[:, qh * d:qh * d + kvw], qkv[:, qh * d + kvw:]]), 0)
+    k8p, v8p = torch.zeros(64, kvw, dtype=torch.int8, device=DEV), torch.zeros(64, kvw, dtype=torch.int8, device=DEV)
+    launch("kv_cache", "kv_append_int8", rows, 256, qkv, qkv.shape[1], qh * d, qh * d + kvw, kvw, slots, rows, k8p, v8p, k_scale, v_scale, d)
+    expect = torch.round(qkv[:, qh * d:qh * d + kvw].view(rows, kv_heads, d) / k_scale[None, :, None]).clamp(-127, 127)
+    report("kv_append_int8", k8p[slots.long()].float(), expect.view(rows, kvw), 0)
+    pairs = torch.tensor([[0, 3], [2, 1]], dtype=torch.int32, device=DEV)
+    kb = randn(4, bs * kvw)
+    vb = randn(4, bs * kvw)
+    expect_k, expect_v = kb.clone(), vb.clone()
+    expect_k[3], expect_v[3], expect_k[1], expect_v[1] = kb[0], vb[0], kb[2], vb[2]
+    launch("kv_cache", "kv_copy_blocks", 2, 256, kb, vb, pairs, 2, I64(bs * kvw))
+    report("kv_copy_blocks", torch.cat([kb, vb]), torch.cat([expect_k, expect_v]), 0)
+
+
+# ---------------- matmul ----------------
+
+def pack_q8_0(w):
+    n, k = w.shape
+    blocks = w.view(n, k // 32, 32)
+    d = (blocks.abs().amax(-1) / 127).half()
+    q = torch.round(blocks / d.float().clamp_min(1e-30)[..., None]).clamp(-127, 127).to(torch.int8)
+    raw = torch.cat([d.view(torch.uint8).view(n, k // 32, 2), q.view(torch.uint8)], dim=-1)  # 34 bytes per block
+    return raw.contiguous().view(-1), (q.float() * d.float()[..., None]).view(n, k)
+
+
+def nibbles(q):
+    """[..., 32] values 0..15 → [..., 16] bytes: element j low nibble of byte j, element j + 16 its high nibble."""
+    return (q[..., :16] | (q[..., 16:] << 4)).to(torch.uint8)
+
+
+def pack_q4_0(w):
+    n, k = w.shape
+    blocks = w.view(n, k // 32, 32)
+    d = (blocks.abs().amax(-1) / 7).half()
+    q = (torch.round(blocks / d.float().clamp_min(1e-30)[..., None]) + 8).clamp(0, 15).to(torch.int32)
+    raw = torch.cat([d.view(torch.uint8).view(n, k // 32, 2), nibbles(q)], dim=-1)  # 18 bytes per block
+    return raw.contiguous().view(-1), ((q - 8).float() * d.float()[..., None]).view(n, k)
+
+
+def pack_int4_group(w, group):
+    n, k = w.shape
+    g = w.view(n, k // group, group)
+    lo, hi = g.amin(-1), g.amax(-1)
+    scale = ((hi - lo) / 15).half()
+    mn = lo.half()
+    q = torch.round((g - mn.float()[..., None]) / scale.float().clamp_min(1e-30)[..., None]).clamp(0, 15).to(torch.int32)
+    packed = nibbles(q.view(n, k // 32, 32)).contiguous().view(-1)
+    scale_min = torch.stack([scale, mn], dim=-1).contiguous()  # half2 (scale, min) per group
+    return packed, scale_min, (q.float() * scale.float()[..., None] + mn.float()[..., None]).view(n, k)
+
+
+def padded(raw):
+    return torch.cat([raw, torch.zeros(16, dtype=torch.uint8, device=DEV)])  # the GEMV's staging loads may read 15 bytes past
+
+
+def check_matmul():
+    n, k = 300, 576
+    for m in [1, 5, 200]:
+        x = randn(m, k)
+        bias = randn(n)
+        w = randn(n, k, scale=0.05)
+        for fmt in ["f32w", "f16w"]:
+            weights = w if fmt == "f32w" else w.half()
+            w_ref = weights.float()
+            for act_index, act in enumerate(ACTS):
+                y = torch.empty(m, n, device=DEV)
+                if m <= 8:
+                    launch("quant_matmul", f"linear_{fmt}_gemv", ceil(n, 4), 128, x, weights, bias, y, m, n, k, act_index)
+                elif fmt == "f32w":
+                    launch("quant_matmul", "linear_f32w_gemm", (ceil(n, 128), ceil(m, 128)), 256, x, weights, bias, y, m, n, k, act_index)
+                else:
+                    launch("quant_matmul", "linear_f16w_gemm", (ceil(n, 64), ceil(m, 64)), 128, x, weights, bias, y, m, n, k, act_index)
+                tol = 1e-5 if fmt == "f32w" else (1e-5 if m <= 8 else 2e-3)
+                report(f"linear_{fmt}_{'gemv' if m <= 8 else 'gemm'} M={m} act={act}", y, act_ref(x.double() @ w_ref.double().T + bias.double(), act), tol)
+        for name, packed in [("q8_0", pack_q8_0(w)), ("q4_0", pack_q4_0(w)), ("int4g64", pack_int4_group(w, 64)), ("int4g128", pack_int4_group(w, 128))]:
+            y = torch.empty(m, n, device=DEV)
+            ref = act_ref(x.double() @ packed[-1].double().T + bias.double(), "silu")
+            group = int(name[5:]) if name.startswith("int4g") else 0
+            kernel_name = "int4g" if group else name
+            extra = (padded(packed[0]), packed[1], group) if group else (padded(packed[0]),)
+            if m <= 8:
+                xq = torch.empty(m, k, dtype=torch.int8, device=DEV)
+                xds = torch.empty(m, k // 32, 2, device=DEV)
+                launch("quant_matmul", "quantize_activations_q8_1", ceil(m * k, 256), 256, x, xq, xds, m, k)
+                launch("quant_matmul", f"linear_{kernel_name}_gemv", ceil(n, 4), 128, xq, xds, *extra, bias, y, m, n, k, 4)
+                tol = 2e-2  # int8 activations
+            else:
+                launch("quant_matmul", f"linear_{kernel_name}_gemm", (ceil(n, 64), ceil(m, 64)), 128, x, *extra, bias, y, m, n, k, 4)
+                tol = 3e-3
+            report(f"linear_{name} M={m} (silu)", y, ref, tol)
+    # F32 GEMV with K not a multiple of 4 (scalar path) and the SIMT GEMM with an odd K
+    for m in [3, 40]:
+        x, w = randn(m, 587), randn(90, 587)
+        y = torch.empty(m, 90, device=DEV)
+        if m <= 8:
+            launch("quant_matmul", "linear_f32w_gemv", ceil(90, 4), 128, x, w, None, y, m, 90, 587, 0)
+        else:
+            launch("quant_matmul", "linear_f32w_gemm", (1, 1), 256, x, w, None, y, m, 90, 587, 0)
+        report(f"linear_f32w M={m} K=587 no bias", y, x.double() @ w.double().T, 1e-5)
+
+    # patch embedding with bias and position embeddings
+    b, c, h, wd, p, dim = 2, 3, 28, 42, 14, 64
+    pixels = randn(b, c, h, wd)
+    for fmt in ["f32w", "f16w"]:
+        conv = randn(dim, c, p, p, scale=0.05)
+        weights = conv if fmt == "f32w" else conv.half()
+        bias, pos = randn(dim), randn((h // p) * (wd // p), dim)
+        out = torch.empty(b, (h // p) * (wd // p), dim, device=DEV)
+        launch("patch_embed", f"patch_embed_{fmt}", (ceil(dim, 128), ceil(b * (h // p) * (wd // p), 128)), 256,
+               pixels, weights, bias, pos, out, b, c, h, wd, p, dim)
+        ref = torch.nn.functional.conv2d(pixels.double(), weights.double(), bias.double(), stride=p).flatten(2).transpose(1, 2) + pos.double()
+        report(f"patch_embed_{fmt}", out, ref, 1e-5)
+
+    if BENCH:
+        bench_gemv()
+
+
+def bench_gemv():
+    n, k = 14336, 4096
+    x = randn(1, k)
+    for name, bytes_per_weight in [("q4_0", 18 / 32), ("q8_0", 34 / 32)]:
+        w = randn(n, k, scale=0.05)
+        raw = padded((pack_q4_0 if name == "q4_0" else pack_q8_0)(w)[0])
+        xq, xds, y = torch.empty(1, k, dtype=torch.int8, device=DEV), torch.empty(1, k // 32, 2, device=DEV), torch.empty(1, n, device=DEV)
+        launch("quant_matmul", "quantize_activations_q8_1", ceil(k, 256), 256, x, xq, xds, 1, k)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        reps = 50
+        start.record()
+        for _ in range(reps):
+            launch("quant_matmul", f"linear_{name}_gemv", ceil(n, 4), 128, xq, xds, raw, None, y, 1, n, k, 0)
+        end.record()
+        torch.cuda.synchronize()
+        ms = start.elapsed_time(end) / reps
+        copy_src = torch.empty(int(n * k * bytes_per_weight), dtype=torch.uint8, device=DEV)
+        copy_dst = torch.empty_like(copy_src)
+        start.record()
+        for _ in range(reps):
+            copy_dst.copy_(copy_src)
+        end.record()
+        torch.cuda.synchronize()
+        copy_ms = start.elapsed_time(end) / reps
+        gbs = n * k * bytes_per_weight / ms / 1e6
+        copy_gbs = 2 * copy_src.numel() / copy_ms / 1e6
+        print(f"bench linear_{name}_gemv {n}x{k}: {ms * 1e3:.1f} us, {gbs:.0f} GB/s weights = {100 * gbs / copy_gbs:.0f}% of copy ({copy_gbs:.0f} GB/s)")
+
+
+# ---------------- norms, rope, elementwise ----------------
+
+def check_small_ops():
+    rows, d = 7, 1000
+    x, res, w, bta = randn(rows, d), randn(rows, d), randn(d), randn(d)
+    y = torch.empty(rows, d, device=DEV)
+    launch("norms", "rms_norm_f32", rows, 256, x, None, None, w, y, rows, d, 1e-6)
+    xd = x.double()
+    report("rms_norm_f32", y, xd * torch.rsqrt(xd.pow(2).mean(-1, keepdim=True) + 1e-6) * w.double(), 1e-6)
+    residual = res.clone()
+    launch("norms", "rms_norm_f32", rows, 256, x, residual, residual, w, y, rows, d, 1e-6)  # residual += x in place
+    h = (x + res).double()
+    report("rms_norm_f32 fused residual (sum_out aliases residual)", torch.cat([y, residual]),
+           torch.cat([h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + 1e-6) * w.double(), h]), 1e-6)
+    launch("norms", "layer_norm_f32", rows, 256, x, res, None, w, bta, y, rows, d, 1e-5)
+    report("layer_norm_f32 fused residual", y, torch.nn.functional.layer_norm(h, (d,), w.double(), bta.double(), 1e-5), 1e-6)
+
+    head_dim, count, theta, pos0 = 64, 9, 10000.0, 1000
+    table = torch.empty(count, head_dim, device=DEV)
+    launch("rope", "rope_table_f32", count, 32, table, pos0, count, head_dim, F64(theta))
+    j = torch.arange(head_dim // 2, dtype=torch.float64)
+    angle = (pos0 + torch.arange(count, dtype=torch.float64))[:, None] / theta ** (2 * j / head_dim)
+    report("rope_table_f32", table, torch.cat([angle.cos(), angle.sin()], dim=1), 1e-7)
+    qh, kvh = 4, 2
+    qkv = randn(count, (qh + 2 * kvh) * head_dim)
+
+    def rope_ref(rows_, cos, sin):
+        out = rows_.double().clone()
+        for hh in range(qh + kvh):
+            s = slice(hh * head_dim, (hh + 1) * head_dim)
+            x1, x2 = out[:, s][:, :head_dim // 2].clone(), out[:, s][:, head_dim // 2:].clone()
+            out[:, s] = torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=1)
+        return out
+
+    a = qkv.clone()
+    launch("rope", "rope_apply_f32", count, 32, a, table, count, a.shape[1], qh + kvh, head_dim)
+    report("rope_apply_f32", a, rope_ref(qkv, table[:, :32].double(), table[:, 32:].double()), 1e-6)
+    positions = torch.tensor([0, 5, 1, 70000, 3, 3, 9, 100, 2], dtype=torch.int32, device=DEV)
+    a = qkv.clone()
+    launch("rope", "rope_positions_f32", count, 32, a, positions, count, a.shape[1], qh + kvh, head_dim, F64(theta))
+    angle = positions.double().cpu()[:, None] / theta ** (2 * j / head_dim)
+    report("rope_positions_f32", a, rope_ref(qkv, angle.cos().to(DEV), angle.sin().to(DEV)), 1e-6)
+
+    x = randn(3, 5000, scale=3)
+    for act_index, act in enumerate(ACTS):
+        a = x.clone()
+        launch("elementwise", "activation_f32", ceil(a.numel(), 256), 256, a, I64(a.numel()), act_index)
+        report(f"activation_f32 {act}", a, act_ref(x, act), 1e-6)
+    a, y = x.clone(), randn(5000)
+    launch("elementwise", "add_broadcast_f32", 60, 256, a, y, I64(a.numel()), I64(5000))
+    report("add_broadcast_f32", a, x + y, 0)
+    a = x.clone()
+    launch("elementwise", "scale_bias_f32", 60, 256, a, I64(a.numel()), 0.5, 2.0)
+    report("scale_bias_f32", a, x * 0.5 + 2.0, 1e-7)
+    g = randn(4, 2 * 300)
+    out = torch.empty(4, 300, device=DEV)
+    launch("elementwise", "swiglu_f32", 5, 256, g, out, I64(4), 300)
+    report("swiglu_f32", out, torch.nn.functional.silu(g[:, :300].double()) * g[:, 300:].double(), 1e-6)
+    a = x.clone()
+    launch("elementwise", "softmax_rows_f32", 3, 256, a, 3, 5000)
+    report("softmax_rows_f32", a, torch.softmax(x.double(), -1), 1e-6)
+    a = x.clone()
+    launch("elementwise", "l2_normalize_rows_f32", 3, 256, a, 3, 5000)
+    report("l2_normalize_rows_f32", a, x.double() / x.double().norm(dim=-1, keepdim=True), 1e-6)
+    table_ = randn(50, 70)
+    idx = torch.tensor([3, 3, 49, 0], dtype=torch.int32, device=DEV)
+    out = torch.empty(4, 70, device=DEV)
+    launch("elementwise", "gather_rows_f32", 4, 256, table_, idx, out, 4, 70)
+    report("gather_rows_f32", out, table_[idx.long()], 0)
+    dst, expect = torch.zeros(50, 70, device=DEV), torch.zeros(50, 70, device=DEV)
+    launch("elementwise", "scatter_rows_f32", 2, 256, dst, idx[1:3].contiguous(), table_[:2].contiguous(), 2, 70)
+    expect[3], expect[49] = table_[0], table_[1]
+    report("scatter_rows_f32", dst, expect, 0)
+
+
+# ---------------- sampling ----------------
+
+def sample_ref(logits, temperature, top_k, top_p, u):
+    """FastMM.Runtime.Generation.Sampler without repetition penalty (sort-based, for small vocabularies)."""
+    l = (logits / temperature if temperature != 1 else logits).float().cpu()
+    ids = [i for i in range(len(l)) if l[i] != float("-inf")]
+    if 0 < top_k < len(ids):
+        kth = torch.topk(l[ids], top_k).values[-1]
+        ids = [i for i in ids if l[i] >= kth]
+    mx = max(l[i] for i in ids)
+    w = {i: math.exp(float(l[i] - mx)) for i in ids}
+    w = {i: float(torch.tensor(w[i], dtype=torch.float32)) for i in ids}
+    if top_p < 1:
+        total = sum(w.values())
+        ranked = sorted(ids, key=lambda i: (float(l[i]), i), reverse=True)
+        above, kept = 0.0, []
+        for i in ranked:
+            if above < top_p * total:
+                kept.append(i)
+            above += w[i]
+        ids = sorted(kept)
+    total = sum(w[i] for i in ids)
+    target, cumulative = u * total, 0.0
+    for i in ids[:-1]:
+        cumulative += w[i]
+        if target < cumulative:
+            return i
+    return ids[-1]
+
+
+def check_sampling():
+    rows, vocab = 6, 3000
+    logits = randn(rows, vocab, scale=3)
+    logits[1, 5] = logits[1, 9] = logits[1].max() + 1  # tie: the first maximum wins
+    logits[2, :100] = float("-inf")
+    out = torch.empty(rows, dtype=torch.int32, device=DEV)
+    launch("sampling", "argmax_rows_f32", rows, 1024, logits, rows, vocab, out)
+    report("argmax_rows_f32", out.float(), torch.argmax(logits, -1).float(), 0)
+    mismatches = 0
+    for temperature, top_k, top_p in [(1.0, 0, 1.0), (0.7, 50, 1.0), (1.3, 0, 0.9), (0.8, 40, 0.5), (1.0, 1, 1.0), (2.0, 3000, 0.99)]:
+        u = torch.rand(rows, device=DEV)
+        launch("sampling", "sample_rows_f32", rows, 1024, logits, rows, vocab, temperature, top_k, top_p, u, out)
+        for r in range(rows):
+            if out[r].item() != sample_ref(logits[r], temperature, top_k, top_p, u[r].item()):
+                mismatches += 1
+    ok = mismatches == 0
+    print(f"{'ok  ' if ok else 'FAIL'} sample_rows_f32: {mismatches} of {6 * rows} draws differ from the CPU sampler's rule")
+    if not ok:
+        failures.append("sample_rows_f32")
+
+
+def bench_attention():
+    b, heads, d, t = 1, 32, 128, 4096
+    qkv = randn(b, t, 3 * heads * d)
+    out = torch.empty(b, t, heads * d, device=DEV)
+    args = (qkv, 3 * heads * d, qkv[:, :, heads * d:].contiguous(), qkv[:, :, 2 * heads * d:].contiguous(), 3 * heads * d - heads * d,
+            None, 0, 1, None, out, t, t, heads, heads, d, d ** -0.5, 0)
+    launch("attention", "attention_prefill_hd128", (ceil(t, 64), heads, b), 128, *args)
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(10):
+        launch("attention", "attention_prefill_hd128", (ceil(t, 64), heads, b), 128, *args)
+    end.record()
+    torch.cuda.synchronize()
+    ms = start.elapsed_time(end) / 10
+    tflops = 4 * b * heads * t * t * d / ms / 1e9
+    print(f"bench attention_prefill_hd128 non-causal B=1 H=32 T=4096 D=128: {ms:.2f} ms, {tflops:.0f} TFLOP/s")
+
+
+if __name__ == "__main__":
+    print(f"device: {torch.cuda.get_device_name()}, kernels from {OUT}")
+    for check in [check_attention, check_matmul, check_small_ops, check_sampling]:
+        try:
+            check()
+        except Exception as e:  # one family's launch error should not hide the other families' results
+            print(f"FAIL {check.__name__}: {type(e).__name__}: {e}")
+            failures.append(check.__name__)
+    if BENCH:
+        bench_attention()
+    print(f"{len(failures)} failures" + (": " + ", ".join(failures) if failures else ""))
+    sys.exit(1 if failures else 0)
