@@ -16,6 +16,10 @@ public static class Program
         var root = new RootCommand("fastmm — run vision-language models from Hugging Face folders");
         root.Add(CommonOptions.Backend);
         root.Add(CommonOptions.Threads);
+        root.Add(CommonOptions.Quant);
+        root.Add(CommonOptions.QuantVision);
+        root.Add(CommonOptions.QuantProjector);
+        root.Add(CommonOptions.QuantText);
         root.Add(ForwardCommand.Create(stdout, stderr));
         root.Add(EmbedCommand.Create(stdout, stderr));
         root.Add(SearchCommand.Create(stdout, stderr));
@@ -27,6 +31,8 @@ public static class Program
         root.Add(GenerateCommand.Create(stdout, stderr));
         root.Add(TokensCommand.Create(stdout, stderr));
         root.Add(EvalCommand.Create(stdout, stderr));
+        root.Add(QuantizeCommand.Create(stdout, stderr));
+        root.Add(QuantBenchCommand.Create(stdout, stderr));
 
 
 

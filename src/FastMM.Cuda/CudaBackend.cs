@@ -1,4 +1,5 @@
 using System.Runtime.InteropServices;
+using FastMM.Quant;
 using FastMM.Backends;
 using FastMM.Cuda.Driver;
 using FastMM.Kv;
@@ -215,6 +216,53 @@ public sealed unsafe class CudaBackend : IBackend
         if (weight.Length != (long)outFeatures * inFeatures) throw new ArgumentException($"Linear: {weight.Length} weights are not {outFeatures}x{inFeatures}");
         var w = UploadWeight(MemoryMarshal.AsBytes(weight));
         return new CudaLinear(CudaWeightFormat.F32, w, null, UploadBias(bias, outFeatures, "Linear"), outFeatures, inFeatures);
+    }
+
+    public LinearWeight Linear(in TensorData weight, in TensorData? bias, QuantType type)
+    {
+        if (weight.Shape.Length != 2) throw new FastMMException($"tensor '{weight.Name}': a Linear weight must be 2-D, got {weight.ShapeString}");
+        float[] b = bias is TensorData bd ? bd.ToFloatArray() : [];
+        return Linear(QuantizedMatrix.Quantize(weight.ToFloatArray(), weight.Shape[0], weight.Shape[1], type, weight.Name), b);
+    }
+
+    /// <summary>
+    /// Q8_0 / Q4_0 blocks upload as they are; group-wise INT4 is split into the kernel's nibble plane and (scale, min)
+    /// plane; plain formats become F16 (tensor-core path) or F32 weights.
+    /// </summary>
+    public LinearWeight Linear(QuantizedMatrix weight, ReadOnlySpan<float> bias)
+    {
+        int n = weight.Rows, k = weight.Columns;
+        switch (weight.Type)
+        {
+            case QuantType.Q8_0: return LinearGguf(weight.Bytes, CudaWeightFormat.Q8_0, n, k, bias);
+            case QuantType.Q4_0: return LinearGguf(weight.Bytes, CudaWeightFormat.Q4_0, n, k, bias);
+            case QuantType.Int4G32 or QuantType.Int4G64 or QuantType.Int4G128:
+                {
+                    int group = weight.Format.BlockElements, groupBytes = weight.Format.BlockBytes, groups = k / group;
+                    var nibbles = new byte[(long)n * k / 2];
+                    var scaleMin = new Half[(long)n * groups * 2];
+                    var src = weight.Bytes;
+                    for (long g = 0; g < (long)n * groups; g++)
+                    {
+                        var block = src.Slice((int)(g * groupBytes), groupBytes);
+                        scaleMin[2 * g] = MemoryMarshal.Read<Half>(block);
+                        scaleMin[2 * g + 1] = MemoryMarshal.Read<Half>(block[2..]);
+                        block[4..].CopyTo(nibbles.AsSpan((int)(g * (group / 2)), group / 2));
+                    }
+                    return LinearInt4Grouped(nibbles, scaleMin, group, n, k, bias);
+                }
+            default:
+                {
+                    var floats = weight.DequantizeAll();
+                    if (weight.Type != QuantType.F32 && k % QuantBlock == 0)
+                    {
+                        var halves = new Half[floats.Length];
+                        System.Numerics.Tensors.TensorPrimitives.ConvertToHalf(floats, halves);
+                        return new CudaLinear(CudaWeightFormat.F16, UploadWeight(MemoryMarshal.AsBytes(halves.AsSpan())), null, UploadBias(bias, n, "Linear"), n, k);
+                    }
+                    return Linear(floats, n, k, bias);
+                }
+        }
     }
 
     /// <summary>A Linear from GGUF Q8_0 or Q4_0 blocks exactly as stored in the file ([N] rows of K/32 blocks).</summary>
@@ -441,11 +489,13 @@ public sealed unsafe class CudaBackend : IBackend
     private sealed class CudaKvStorage : KvCacheStorage
     {
         public readonly DeviceMemory[] K, V;
+        public override long Bytes { get; }
 
         public CudaKvStorage(CudaBackend backend, int layers, int kvHeads, int headDim, int blockSize, int blocks)
         {
-            Layers = layers; KvHeads = kvHeads; HeadDim = headDim; BlockSize = blockSize; Blocks = blocks;
+            Layers = layers; KvHeads = kvHeads; HeadDim = headDim; BlockSize = blockSize; Blocks = blocks; Type = KvCacheType.F32;
             long bytes = (long)blocks * blockSize * kvHeads * headDim * sizeof(float);
+            Bytes = 2L * layers * bytes;
             K = new DeviceMemory[layers];
             V = new DeviceMemory[layers];
             try
@@ -470,8 +520,11 @@ public sealed unsafe class CudaBackend : IBackend
         }
     }
 
-    public KvCacheStorage CreateKvCache(int layers, int kvHeads, int headDim, int blockSize, int blocks)
+    public KvCacheStorage CreateKvCache(int layers, int kvHeads, int headDim, int blockSize, int blocks, KvCacheType type)
     {
+        // kv_append_int8 / attention_decode_paged_int8 take one scale per KV head for the whole pool (the CPU cache has one per
+        // token and head) and prefill has no int8 kernel, so an int8 cache is refused rather than silently stored as F32.
+        if (type == KvCacheType.Int8) throw new NotSupportedException("int8 KV cache is not implemented on CUDA (use an f32 cache there)");
         _context.MakeCurrent();
         return new CudaKvStorage(this, layers, kvHeads, headDim, blockSize, blocks);
     }

@@ -46,6 +46,9 @@ public sealed record TextInput(int Batch, int Length, int[] Ids, int[]? Attentio
 public abstract class DualEncoderModel : IDisposable
 {
     protected readonly Weights W;
+
+    /// <summary>What the load made of the Linear weights (formats, bytes).</summary>
+    public QuantReport Quantization => W.Report;
     public IBackend Backend => W.Backend;
     public abstract string ModelType { get; }
     public abstract int EmbedDim { get; }

@@ -24,13 +24,13 @@ public static class ModelLoader
     }
 
     /// <summary>Loads a generative VLM (LLaVA, Idefics3/SmolVLM). progress(loaded, total) is called per tensor.</summary>
-    public static VisionLanguageModel LoadVisionLanguageModel(string dir, IBackend backend, Action<int, int>? progress = null)
+    public static VisionLanguageModel LoadVisionLanguageModel(string dir, IBackend backend, Action<int, int>? progress = null, QuantPolicy? quant = null)
     {
         string type = ReadModelType(dir);
         if (!IsGenerative(type))
             throw new FastMMException($"{dir}: model_type '{type}' is a dual encoder, not a generative model (generative: {string.Join(", ", GenerativeTypes)})");
         using var folder = ModelFolder.Open(dir);
-        var w = new Weights(folder, backend, progress);
+        var w = new Weights(folder, backend, progress, quant ?? QuantPolicy.FromConfig(folder.Config));
         try
         {
             return type switch
@@ -47,11 +47,11 @@ public static class ModelLoader
     }
 
     /// <summary>Loads a CLIP or SigLIP dual encoder. progress(loaded, total) is called per tensor.</summary>
-    public static DualEncoderModel LoadDualEncoder(string dir, IBackend backend, Action<int, int>? progress = null)
+    public static DualEncoderModel LoadDualEncoder(string dir, IBackend backend, Action<int, int>? progress = null, QuantPolicy? quant = null)
     {
         string type = ReadModelType(dir);
         using var folder = ModelFolder.Open(dir);
-        var w = new Weights(folder, backend, progress);
+        var w = new Weights(folder, backend, progress, quant ?? QuantPolicy.FromConfig(folder.Config));
         try
         {
             // Weights are copied onto the backend while building, so the mapped files can close afterwards.

@@ -10,6 +10,9 @@ namespace FastMM.Models;
 public abstract class VisionLanguageModel : IDisposable
 {
     protected readonly Weights W;
+
+    /// <summary>What the load made of the Linear weights (formats, bytes).</summary>
+    public QuantReport Quantization => W.Report;
     public IBackend Backend => W.Backend;
     public CausalLm Text { get; protected init; } = null!;
     public abstract string ModelType { get; }
@@ -49,9 +52,9 @@ public abstract class VisionLanguageModel : IDisposable
     public Tensor Forward(Tensor embeddings, KvSequence seq, bool allLogits, int ropeOffset = 0)
         => Text.Forward(embeddings, seq, allLogits, ropeOffset);
 
-    /// <summary>A KV cache sized for this model's text decoder.</summary>
-    public KvCache CreateCache(int capacityTokens, int blockSize = 16)
-        => new(Backend, Text.Spec.Layers, Text.Spec.KvHeads, Text.Spec.HeadDim, capacityTokens, blockSize);
+    /// <summary>A KV cache sized for this model's text decoder, storing keys and values as `type`.</summary>
+    public KvCache CreateCache(int capacityTokens, int blockSize = 16, KvCacheType type = KvCacheType.F32)
+        => new(Backend, Text.Spec.Layers, Text.Spec.KvHeads, Text.Spec.HeadDim, capacityTokens, blockSize, type);
 
     public void Dispose()
     {

@@ -21,12 +21,12 @@ public sealed class DualEncoderPipeline : IDisposable
     }
 
     /// <param name="needText">false for image-only work (no tokenizer.json required).</param>
-    public static DualEncoderPipeline Load(string dir, IBackend backend, bool needText = true, Action<int, int>? progress = null)
+    public static DualEncoderPipeline Load(string dir, IBackend backend, bool needText = true, Action<int, int>? progress = null, QuantPolicy? quant = null)
     {
         ModelLoader.ReadModelType(dir); // fail on an unsupported family before reading anything else
         var images = ImageProcessor.FromConfigFile(Path.Combine(dir, "preprocessor_config.json"));
         Tokenizer? tokenizer = needText ? Tokenizer.FromFolder(dir) : null;
-        var model = ModelLoader.LoadDualEncoder(dir, backend, progress);
+        var model = ModelLoader.LoadDualEncoder(dir, backend, progress, quant);
         if (images.Preprocess(new RgbImage(1, 1, new byte[3])) is var probe && (probe.Height != model.ImageSize || probe.Width != model.ImageSize))
         {
             model.Dispose();

@@ -35,9 +35,10 @@ public sealed class EmbeddingCache
         return Path.Combine(root, "fastmm");
     }
 
-    public static EmbeddingCache Open(string cacheDir, string modelDir, string imageFolder, int dim)
+    /// <param name="variant">What else changes the embeddings besides the folder (e.g. the load-time quantization policy).</param>
+    public static EmbeddingCache Open(string cacheDir, string modelDir, string imageFolder, int dim, string variant = "")
     {
-        string modelKey = ModelKey(modelDir);
+        string modelKey = ModelKey(modelDir) + (variant.Length > 0 ? "|" + variant : "");
         string name = Hash(modelKey + "\n" + Path.GetFullPath(imageFolder));
         string path = Path.Combine(cacheDir, "embeddings", name + ".json");
         var entries = new Dictionary<string, Entry>(StringComparer.Ordinal);

@@ -1,4 +1,5 @@
 using System.Text.Json;
+using FastMM.Kv;
 using FastMM.Models;
 using FastMM.Runtime.Generation;
 using FastMM.Runtime.Images;
@@ -34,16 +35,19 @@ public sealed class VlmPipeline : IDisposable
     private readonly string _imageToken;
 
     private VlmPipeline(VisionLanguageModel model, Tokenizer tokenizer, ChatTemplate template, ImageProcessor images,
-        GenerationConfig gc, LlavaPromptSettings? llava, int imageSeqLen, int? cacheTokens)
+        GenerationConfig gc, LlavaPromptSettings? llava, int imageSeqLen, int? cacheTokens, KvCacheType kvCache)
     {
         Model = model; Tokenizer = tokenizer; Template = template; Images = images; EosTokenIds = gc.Eos; PadTokenId = gc.Pad;
         DefaultSampling = gc.Sampling;
         _llava = llava; _imageSeqLen = imageSeqLen; _imageToken = llava?.ImageToken ?? "<image>";
-        Generator = new Generator(model, tokenizer, cacheTokens: cacheTokens);
+        Generator = new Generator(model, tokenizer, cacheTokens: cacheTokens, kvCache: kvCache);
     }
 
     /// <param name="cacheTokens">KV-cache pool shared by concurrent conversations (default: one context window).</param>
-    public static VlmPipeline Load(string dir, IBackend backend, Action<int, int>? progress = null, int? cacheTokens = null)
+    /// <param name="kvCache">How that pool stores keys and values (see <see cref="KvCacheType"/>).</param>
+    /// <param name="quant">Storage formats for the Linear weights of each component (default: as stored).</param>
+    public static VlmPipeline Load(string dir, IBackend backend, Action<int, int>? progress = null, int? cacheTokens = null,
+        KvCacheType kvCache = KvCacheType.F32, QuantPolicy? quant = null)
     {
         string type = ModelLoader.ReadModelType(dir);
         if (!ModelLoader.IsGenerative(type))
@@ -53,7 +57,7 @@ public sealed class VlmPipeline : IDisposable
         var images = ImageProcessor.FromConfigFile(Path.Combine(dir, "preprocessor_config.json"));
         var gc = ReadGenerationConfig(dir, tokenizer);
         string processorConfig = Path.Combine(dir, "processor_config.json");
-        var model = ModelLoader.LoadVisionLanguageModel(dir, backend, progress);
+        var model = ModelLoader.LoadVisionLanguageModel(dir, backend, progress, quant);
         try
         {
             LlavaPromptSettings? llava = null;
@@ -62,7 +66,7 @@ public sealed class VlmPipeline : IDisposable
             else seqLen = File.Exists(processorConfig) ? Idefics3PromptLayout.ImageSeqLenFromProcessorConfig(processorConfig) : model.TokensPerImage;
             if (model is Idefics3Model && seqLen != model.TokensPerImage)
                 throw new FastMMException($"{processorConfig}: image_seq_len {seqLen} disagrees with the model's {model.TokensPerImage} tokens per image");
-            return new VlmPipeline(model, tokenizer, template, images, gc, llava, seqLen, cacheTokens);
+            return new VlmPipeline(model, tokenizer, template, images, gc, llava, seqLen, cacheTokens, kvCache);
         }
         catch
         {

@@ -45,6 +45,14 @@ public interface IBackend : IDisposable
     /// <summary>Prepares an HF Linear weight [out, in] (and optional bias [out]) in the backend's fastest layout.</summary>
     LinearWeight Linear(in TensorData weight, in TensorData? bias);
     LinearWeight Linear(ReadOnlySpan<float> weight, int outFeatures, int inFeatures, ReadOnlySpan<float> bias);
+    /// <summary>
+    /// Prepares an HF Linear weight [out, in] stored as <paramref name="type"/>: block formats are quantized here (a
+    /// <see cref="FastMMException"/> names the sizes when in_features is not a multiple of the block); plain formats
+    /// (f32, f16, bf16) keep the weights rounded to that type.
+    /// </summary>
+    LinearWeight Linear(in TensorData weight, in TensorData? bias, Quant.QuantType type);
+    /// <summary>Prepares an already quantized weight (e.g. read from a GGUF file); bias is empty or [out].</summary>
+    LinearWeight Linear(Quant.QuantizedMatrix weight, ReadOnlySpan<float> bias);
     /// <summary>Returns a tensor's storage to the backend; called by <see cref="Tensor.Dispose"/>.</summary>
     void Release(Tensor t);
 
@@ -90,12 +98,16 @@ public interface IBackend : IDisposable
     void RopeInPlace(Tensor qkv, int qHeads, int kvHeads, int headDim, Tensor table);
     /// <summary>gateUp [..., 2I] → silu(gate) · up [..., I] (gate in the first half).</summary>
     Tensor SwiGlu(Tensor gateUp);
-    Kv.KvCacheStorage CreateKvCache(int layers, int kvHeads, int headDim, int blockSize, int blocks);
-    /// <summary>Copies the k and v parts of fused rows qkv [T, (Hq + 2·Hkv)·D] into the cache at positions position0 … position0+T−1.</summary>
+    /// <summary>A KV pool of the given storage type; a backend that cannot hold that type throws NotSupportedException, never falls back.</summary>
+    Kv.KvCacheStorage CreateKvCache(int layers, int kvHeads, int headDim, int blockSize, int blocks, Kv.KvCacheType type);
+    /// <summary>
+    /// Copies the k and v parts of fused rows qkv [T, (Hq + 2·Hkv)·D] into the cache at positions position0 … position0+T−1
+    /// (quantizing them for an int8 cache).
+    /// </summary>
     void WriteKv(Kv.KvCacheStorage cache, int layer, Tensor qkv, int qHeads, ReadOnlySpan<int> blockTable, int position0);
     /// <summary>
     /// Causal grouped-query attention of the q part of qkv [T, …] (tokens at positions position0 …) over the cached
-    /// keys/values 0 … position0+T−1 → [T, Hq·D].
+    /// keys/values 0 … position0+T−1 → [T, Hq·D]. An int8 cache is dequantized inside the kernel as it is read.
     /// </summary>
     Tensor CachedAttention(Tensor qkv, int qHeads, Kv.KvCacheStorage cache, int layer, ReadOnlySpan<int> blockTable, int position0, float scale);
     /// <summary>x[rows[i]] = values[i] for x [T, D] and values [n, D] (e.g. image features into token embeddings).</summary>
@@ -122,5 +134,7 @@ public abstract class LinearWeight : IDisposable
 {
     public int OutFeatures { get; protected init; }
     public int InFeatures { get; protected init; }
+    /// <summary>Bytes of stored weight data one product reads (packed F32 panels, or the quantized blocks).</summary>
+    public long WeightBytes { get; protected init; }
     public abstract void Dispose();
 }

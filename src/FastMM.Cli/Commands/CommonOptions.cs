@@ -21,6 +21,22 @@ internal static class CommonOptions
         Recursive = true,
     };
 
+    public static readonly Option<string?> Quant = QuantOption("--quant", "every component's");
+    public static readonly Option<string?> QuantVision = QuantOption("--quant-vision", "the vision tower's");
+    public static readonly Option<string?> QuantProjector = QuantOption("--quant-projector", "the projector's");
+    public static readonly Option<string?> QuantText = QuantOption("--quant-text", "the text model's");
+
+    private static Option<string?> QuantOption(string name, string what) => new(name)
+    {
+        Description = $"store {what} Linear weights as SCHEME at load ({string.Join(", ", FastMM.Quant.QuantFormats.Names)}); " +
+                      "embeddings, norms and the patch embedding stay as stored",
+        Recursive = true,
+    };
+
+    /// <summary>The load-time quantization policy of --quant and the per-component --quant-* flags (which win).</summary>
+    public static FastMM.Models.QuantPolicy Policy(ParseResult p)
+        => FastMM.Models.QuantPolicy.Parse(p.GetValue(Quant), p.GetValue(QuantVision), p.GetValue(QuantProjector), p.GetValue(QuantText));
+
     public static Option<string> Model(bool required = true) => new("--model", "-m")
     {
         Description = "Hugging Face model folder (config.json, *.safetensors, tokenizer.json, preprocessor_config.json)",
@@ -62,13 +78,13 @@ internal static class CommonOptions
         return BackendRegistry.Create(p.GetValue(Backend)!);
     }
 
-    /// <summary>Wraps a command body: FastMM errors become one "error: …" line and exit code 1.</summary>
+    /// <summary>Wraps a command body: FastMM errors, and features a backend does not support, become one "error: …" line and exit code 1.</summary>
     public static void SetHandler(this Command c, TextWriter stderr, Func<ParseResult, int> body)
     {
         c.SetAction(p =>
         {
             try { return body(p); }
-            catch (FastMMException e)
+            catch (Exception e) when (e is FastMMException or NotSupportedException)
             {
                 stderr.WriteLine($"error: {e.Message}");
                 return 1;

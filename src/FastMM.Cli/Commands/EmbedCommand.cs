@@ -21,7 +21,7 @@ internal static class EmbedCommand
             if (imgs.Length == 0 && txts.Length == 0) throw new FastMMException("give at least one --image or --text");
             using var backend = CommonOptions.CreateBackend(p);
             var decoded = imgs.Select(ImageDecoder.Decode).ToList(); // bad images fail before the model loads
-            using var pipe = new ProgressBar(stderr).Run("loading weights", prog => DualEncoderPipeline.Load(p.GetValue(model)!, backend, needText: txts.Length > 0, prog));
+            using var pipe = new ProgressBar(stderr).Run("loading weights", prog => DualEncoderPipeline.Load(p.GetValue(model)!, backend, needText: txts.Length > 0, prog, CommonOptions.Policy(p)));
             int d = pipe.Model.EmbedDim;
             var result = new Dictionary<string, object> { ["model_type"] = pipe.Model.ModelType, ["dim"] = d };
             if (decoded.Count > 0)

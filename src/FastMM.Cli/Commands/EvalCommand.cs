@@ -24,12 +24,12 @@ internal static class EvalCommand
             EvalReport report;
             if (ModelLoader.IsGenerative(ModelLoader.ReadModelType(dir)))
             {
-                using var pipe = bar.Run("loading weights", prog => VlmPipeline.Load(dir, backend, prog));
+                using var pipe = bar.Run("loading weights", prog => VlmPipeline.Load(dir, backend, prog, quant: CommonOptions.Policy(p)));
                 report = bar.Run($"answering {scenes.Sum(s => s.Questions.Count)} questions", prog => ShapesEval.Vqa(pipe, scenes, progress: prog));
             }
             else
             {
-                using var pipe = bar.Run("loading weights", prog => DualEncoderPipeline.Load(dir, backend, needText: true, prog));
+                using var pipe = bar.Run("loading weights", prog => DualEncoderPipeline.Load(dir, backend, needText: true, prog, CommonOptions.Policy(p)));
                 report = bar.Run($"ranking {scenes.Count} scenes", prog => ShapesEval.Retrieval(pipe, scenes, progress: prog));
             }
             stdout.WriteLine($"{report.Task}: {report.Overall:P1} over {report.Items} item(s)");

@@ -25,7 +25,7 @@ internal static class ForwardCommand
             using var backend = CommonOptions.CreateBackend(p);
             var arrays = Npz.Read(inPath);
             string src = Path.GetFileName(inPath);
-            if (ModelLoader.IsGenerative(ModelLoader.ReadModelType(dir))) return RunGenerative(dir, backend, arrays, src, outPath, stderr);
+            if (ModelLoader.IsGenerative(ModelLoader.ReadModelType(dir))) return RunGenerative(dir, backend, arrays, src, outPath, stderr, CommonOptions.Policy(p));
             string[] known = ["input_ids", "attention_mask", "pixel_values"];
             foreach (var k in arrays.Keys)
                 if (!known.Contains(k)) throw new FastMMException($"{src}: unexpected array '{k}' (expected {string.Join(", ", known)})");
@@ -34,7 +34,7 @@ internal static class ForwardCommand
             arrays.TryGetValue("attention_mask", out var mask);
             var text = TextInput.FromNpy(ids, mask, src);
 
-            using var m = new ProgressBar(stderr).Run("loading weights", prog => ModelLoader.LoadDualEncoder(dir, backend, prog));
+            using var m = new ProgressBar(stderr).Run("loading weights", prog => ModelLoader.LoadDualEncoder(dir, backend, prog, CommonOptions.Policy(p)));
             px.ExpectShape(src, -1, 3, m.ImageSize, m.ImageSize);
             var o = m.Forward(px.Floats(src), px.Shape[0], text);
             Npz.Write(outPath,
@@ -61,11 +61,11 @@ internal static class ForwardCommand
         return (text, arrays.GetValueOrDefault("pixel_values"), arrays.GetValueOrDefault("pixel_attention_mask"), arrays.GetValueOrDefault("position_ids"));
     }
 
-    private static int RunGenerative(string dir, IBackend backend, Dictionary<string, NpyArray> arrays, string src, string outPath, TextWriter stderr)
+    private static int RunGenerative(string dir, IBackend backend, Dictionary<string, NpyArray> arrays, string src, string outPath, TextWriter stderr, QuantPolicy quant)
     {
         var (text, pixels, mask, positions) = VlmInputs(arrays, src);
         var offsets = FastMM.Runtime.Generation.VlmTensors.RopeOffsets(text, positions, src);
-        using var m = new ProgressBar(stderr).Run("loading weights", prog => ModelLoader.LoadVisionLanguageModel(dir, backend, prog));
+        using var m = new ProgressBar(stderr).Run("loading weights", prog => ModelLoader.LoadVisionLanguageModel(dir, backend, prog, quant));
         if (text.Length > m.Text.Spec.MaxPositions)
             throw new FastMMException($"{src}: {text.Length} tokens exceed the context window of {m.Text.Spec.MaxPositions}");
         using var features = FastMM.Runtime.Generation.VlmTensors.ImageFeatures(m, pixels, mask, src);

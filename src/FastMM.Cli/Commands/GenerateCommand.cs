@@ -27,7 +27,7 @@ internal static class GenerateCommand
             var (text, pixels, mask, positions) = ForwardCommand.VlmInputs(Npz.Read(inPath), src);
             if (positions is not null) throw new FastMMException($"{src}: generate derives position_ids from attention_mask; remove 'position_ids'");
             int maxNew = gen.MaxNew(p);
-            using var pipe = AskCommand.Load(p, model, backend, stderr);
+            using var pipe = AskCommand.Load(p, model, backend, stderr, gen.CacheType(p));
             var sampling = gen.Sampling(p, pipe.DefaultSampling);
             var m = pipe.Model;
             pipe.Generator.CheckFits(text.Length, maxNew);

@@ -28,14 +28,14 @@ internal static class RankCommand
             {
                 if (p.GetValue(output) is not FileInfo outFile) throw new FastMMException("--batch needs --out");
                 if (!input.Exists) throw new FastMMException($"{input.FullName}: batch file not found");
-                using var pipe = new ProgressBar(stderr).Run("loading weights", prog => DualEncoderPipeline.Load(p.GetValue(model)!, backend, true, prog));
+                using var pipe = new ProgressBar(stderr).Run("loading weights", prog => DualEncoderPipeline.Load(p.GetValue(model)!, backend, true, prog, CommonOptions.Policy(p)));
                 return RunBatch(pipe, input.FullName, outFile.FullName, stderr);
             }
             string path = p.GetValue(image) ?? throw new FastMMException("give --image PATH with --texts, or --batch FILE --out FILE");
             var candidates = p.GetValue(texts) ?? [];
             if (candidates.Length == 0) throw new FastMMException("give at least one candidate with --texts");
             var img = ImageDecoder.Decode(path);
-            using var pipeline = new ProgressBar(stderr).Run("loading weights", prog => DualEncoderPipeline.Load(p.GetValue(model)!, backend, true, prog));
+            using var pipeline = new ProgressBar(stderr).Run("loading weights", prog => DualEncoderPipeline.Load(p.GetValue(model)!, backend, true, prog, CommonOptions.Policy(p)));
             var logits = pipeline.Rank([img], candidates);
             var probs = pipeline.Probabilities(logits);
             var order = Enumerable.Range(0, candidates.Length).OrderByDescending(i => logits[i]).ToList();

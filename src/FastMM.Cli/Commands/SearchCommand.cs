@@ -41,9 +41,9 @@ internal static class SearchCommand
 
             using var backend = CommonOptions.CreateBackend(p);
             var bar = new ProgressBar(stderr);
-            using var pipe = bar.Run("loading weights", prog => DualEncoderPipeline.Load(p.GetValue(model)!, backend, needText: true, prog));
+            using var pipe = bar.Run("loading weights", prog => DualEncoderPipeline.Load(p.GetValue(model)!, backend, needText: true, prog, CommonOptions.Policy(p)));
             int d = pipe.Model.EmbedDim;
-            var cache = p.GetValue(noCache) ? null : EmbeddingCache.Open(p.GetValue(cacheDir) ?? EmbeddingCache.DefaultDirectory(), pipe.ModelDirectory, dir, d);
+            var cache = p.GetValue(noCache) ? null : EmbeddingCache.Open(p.GetValue(cacheDir) ?? EmbeddingCache.DefaultDirectory(), pipe.ModelDirectory, dir, d, CommonOptions.Policy(p).ToString());
 
             var embeddings = new Dictionary<string, float[]>();
             var todo = new List<string>();

@@ -10,6 +10,7 @@ public sealed class ModelFolder : IDisposable
 {
     private readonly List<SafetensorsFile> _files = new();
     private readonly Dictionary<string, SafetensorsFile> _byTensor = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, QuantizedTensors.Entry> _quantized = new(StringComparer.Ordinal);
 
     public string Directory { get; }
     public HfConfig Config { get; }
@@ -41,6 +42,7 @@ public sealed class ModelFolder : IDisposable
                         throw new FastMMException($"{dir}: tensor '{n}' appears in both {System.IO.Path.GetFileName(other.Path)} and {shardNames[i]}");
                     folder._byTensor[n] = f;
                 }
+                foreach (var (n, e) in QuantizedTensors.Read(f)) folder._quantized[n] = e;
                 onFileOpened?.Invoke(i + 1, shardNames.Count);
             }
             return folder;
@@ -78,8 +80,23 @@ public sealed class ModelFolder : IDisposable
 
     public TensorData Get(string name)
     {
+        if (_quantized.TryGetValue(name, out var q))
+            throw new FastMMException($"{Directory}: tensor '{name}' is stored quantized ({Quant.QuantFormats.Get(q.Type).Name}) where FastMM needs floats; quantize from the original folder");
         if (_byTensor.TryGetValue(name, out var f) && f.TryGet(name, out var t)) return t;
         throw new FastMMException($"{Directory}: missing tensor '{name}'");
+    }
+
+    /// <summary>Tensors stored in FastMM's quantized format (see <see cref="QuantizedTensors"/>).</summary>
+    public IReadOnlyDictionary<string, QuantizedTensors.Entry> Quantized => _quantized;
+
+    /// <summary>A quantized Linear weight, its logical shape checked against the one the config implies.</summary>
+    public Quant.QuantizedMatrix GetQuantized(string name, int rows, int columns)
+    {
+        var e = _quantized[name];
+        if (e.Rows != rows || e.Columns != columns)
+            throw new FastMMException($"{Directory}: quantized tensor '{name}' has shape [{e.Rows}, {e.Columns}], config.json implies [{rows}, {columns}]");
+        _byTensor[name].TryGet(name, out var t);
+        return Quant.QuantizedMatrix.FromBytes(t.Bytes, rows, columns, e.Type, name);
     }
 
     /// <summary>Gets a tensor and checks its shape against the one the config implies.</summary>

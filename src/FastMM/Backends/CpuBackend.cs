@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.Numerics.Tensors;
 using FastMM.Cpu;
+using FastMM.Quant;
 
 namespace FastMM.Backends;
 
@@ -13,7 +14,23 @@ public sealed class CpuBackend : IBackend
     {
         public readonly PackedWeight Packed;
         public readonly float[] Bias;
-        public CpuLinear(PackedWeight packed, float[] bias) { Packed = packed; Bias = bias; OutFeatures = packed.N; InFeatures = packed.K; }
+        public CpuLinear(PackedWeight packed, float[] bias)
+        {
+            Packed = packed; Bias = bias; OutFeatures = packed.N; InFeatures = packed.K;
+            WeightBytes = (long)packed.Panels * GemmKernels.PanelWidth * packed.K * sizeof(float);
+        }
+        public override void Dispose() { }
+    }
+
+    /// <summary>A block-quantized Linear: products run on <see cref="QuantGemm"/> straight from the quantized bytes.</summary>
+    private sealed class CpuQuantLinearWeight : LinearWeight
+    {
+        public readonly QuantizedMatrix Matrix;
+        public readonly float[] Bias;
+        public CpuQuantLinearWeight(QuantizedMatrix matrix, float[] bias)
+        {
+            Matrix = matrix; Bias = bias; OutFeatures = matrix.Rows; InFeatures = matrix.Columns; WeightBytes = matrix.ByteSize;
+        }
         public override void Dispose() { }
     }
 
@@ -47,6 +64,39 @@ public sealed class CpuBackend : IBackend
 
     public LinearWeight Linear(in TensorData weight, in TensorData? bias)
     {
+        var (n, k, b) = CheckLinear(weight, bias);
+        return new CpuLinear(PackedWeight.Pack(weight.ToFloatArray(), n, k), b);
+    }
+
+    public LinearWeight Linear(in TensorData weight, in TensorData? bias, QuantType type)
+    {
+        var (n, k, b) = CheckLinear(weight, bias);
+        var w = weight.ToFloatArray();
+        var matrix = type == StorageType(weight.DType) ? null : QuantizedMatrix.Quantize(w, n, k, type, weight.Name);
+        if (matrix?.Format is BlockQuantFormat) return new CpuQuantLinearWeight(matrix, b);
+        // Plain storage: compute in F32 on weights rounded to the requested type, as a file of that type would hold them.
+        return new CpuLinear(PackedWeight.Pack(matrix?.DequantizeAll() ?? w, n, k), b);
+    }
+
+    public LinearWeight Linear(QuantizedMatrix weight, ReadOnlySpan<float> bias)
+    {
+        if (bias.Length != 0 && bias.Length != weight.Rows)
+            throw new FastMMException($"a bias of {bias.Length} values does not match a weight of {weight.Rows} rows");
+        return weight.Format is BlockQuantFormat
+            ? new CpuQuantLinearWeight(weight, bias.ToArray())
+            : new CpuLinear(PackedWeight.Pack(weight.DequantizeAll(), weight.Rows, weight.Columns), bias.ToArray());
+    }
+
+    private static QuantType? StorageType(DType t) => t switch
+    {
+        DType.F32 => QuantType.F32,
+        DType.F16 => QuantType.F16,
+        DType.BF16 => QuantType.BF16,
+        _ => null,
+    };
+
+    private static (int N, int K, float[] Bias) CheckLinear(in TensorData weight, in TensorData? bias)
+    {
         if (weight.Shape.Length != 2) throw new FastMMException($"tensor '{weight.Name}': a Linear weight must be 2-D, got {weight.ShapeString}");
         int n = weight.Shape[0], k = weight.Shape[1];
         float[] b = [];
@@ -55,7 +105,7 @@ public sealed class CpuBackend : IBackend
             if (bd.Shape.Length != 1 || bd.Shape[0] != n) throw new FastMMException($"tensor '{bd.Name}': bias shape {bd.ShapeString} does not match weight {weight.ShapeString}");
             b = bd.ToFloatArray();
         }
-        return new CpuLinear(PackedWeight.Pack(weight.ToFloatArray(), n, k), b);
+        return (n, k, b);
     }
 
     public LinearWeight Linear(ReadOnlySpan<float> weight, int outFeatures, int inFeatures, ReadOnlySpan<float> bias)
@@ -69,13 +119,18 @@ public sealed class CpuBackend : IBackend
     public Tensor Linear(Tensor x, LinearWeight w, Activation act = Activation.None)
     {
         Check(x);
-        var lw = (CpuLinear)w;
         int k = x.Dim(-1);
-        if (k != lw.InFeatures) throw new ArgumentException($"Linear: input has {k} features, weight expects {lw.InFeatures}");
+        if (k != w.InFeatures) throw new ArgumentException($"Linear: input has {k} features, weight expects {w.InFeatures}");
         int m = (int)(x.Length / k);
         var shape = (int[])x.Shape.Clone();
-        shape[^1] = lw.OutFeatures;
+        shape[^1] = w.OutFeatures;
         var y = New(shape);
+        if (w is CpuQuantLinearWeight q)
+        {
+            QuantGemm.Linear(Data(x), m, q.Matrix, q.Bias, Data(y), act); // the activation is fused into the kernel's tasks
+            return y;
+        }
+        var lw = (CpuLinear)w;
         Gemm.Linear(Data(x), m, lw.Packed, lw.Bias, Data(y));
         if (act != Activation.None) ActivationInPlace(y, act);
         return y;
@@ -329,39 +384,83 @@ public sealed class CpuBackend : IBackend
         return y;
     }
 
-    private sealed class CpuKvStorage : Kv.KvCacheStorage
+    /// <summary>Per layer, one pool array for K and one for V (pool row r at r·KvHeads·HeadDim); int8 pools add one scale per (row, KV head).</summary>
+    private abstract class CpuKvStorage : Kv.KvCacheStorage
     {
-        public readonly float[][] K, V;
-        public CpuKvStorage(int layers, int kvHeads, int headDim, int blockSize, int blocks)
+        protected CpuKvStorage(int layers, int kvHeads, int headDim, int blockSize, int blocks, Kv.KvCacheType type)
         {
-            Layers = layers; KvHeads = kvHeads; HeadDim = headDim; BlockSize = blockSize; Blocks = blocks;
-            long perLayer = (long)blocks * blockSize * kvHeads * headDim;
-            if (perLayer > Array.MaxLength) throw new FastMMException($"KV cache of {blocks * blockSize} tokens is too large for one CPU array per layer");
-            K = new float[layers][]; V = new float[layers][];
-            for (int l = 0; l < layers; l++) { K[l] = new float[perLayer]; V[l] = new float[perLayer]; }
+            Layers = layers; KvHeads = kvHeads; HeadDim = headDim; BlockSize = blockSize; Blocks = blocks; Type = type;
+            if (PoolValues > Array.MaxLength) throw new FastMMException($"KV cache of {blocks * blockSize} tokens is too large for one CPU array per layer");
         }
+        protected long PoolRows => (long)Blocks * BlockSize;
+        protected long PoolValues => PoolRows * KvHeads * HeadDim;
         public override void Dispose() { }
     }
 
-    public Kv.KvCacheStorage CreateKvCache(int layers, int kvHeads, int headDim, int blockSize, int blocks)
-        => new CpuKvStorage(layers, kvHeads, headDim, blockSize, blocks);
+    private sealed class CpuF32KvStorage : CpuKvStorage
+    {
+        public readonly float[][] K, V;
+        public CpuF32KvStorage(int layers, int kvHeads, int headDim, int blockSize, int blocks) : base(layers, kvHeads, headDim, blockSize, blocks, Kv.KvCacheType.F32)
+        {
+            K = new float[layers][]; V = new float[layers][];
+            for (int l = 0; l < layers; l++) { K[l] = new float[PoolValues]; V[l] = new float[PoolValues]; }
+        }
+        public override long Bytes => 2L * Layers * PoolValues * sizeof(float);
+    }
+
+    private sealed class CpuInt8KvStorage : CpuKvStorage
+    {
+        public readonly sbyte[][] K, V;
+        public readonly float[][] KScales, VScales;
+        public CpuInt8KvStorage(int layers, int kvHeads, int headDim, int blockSize, int blocks) : base(layers, kvHeads, headDim, blockSize, blocks, Kv.KvCacheType.Int8)
+        {
+            K = new sbyte[layers][]; V = new sbyte[layers][]; KScales = new float[layers][]; VScales = new float[layers][];
+            for (int l = 0; l < layers; l++)
+            {
+                K[l] = new sbyte[PoolValues]; V[l] = new sbyte[PoolValues];
+                KScales[l] = new float[PoolRows * kvHeads]; VScales[l] = new float[PoolRows * kvHeads];
+            }
+        }
+        public override long Bytes => 2L * Layers * (PoolValues + PoolRows * KvHeads * sizeof(float));
+    }
+
+    public Kv.KvCacheStorage CreateKvCache(int layers, int kvHeads, int headDim, int blockSize, int blocks, Kv.KvCacheType type) => type switch
+    {
+        Kv.KvCacheType.F32 => new CpuF32KvStorage(layers, kvHeads, headDim, blockSize, blocks),
+        Kv.KvCacheType.Int8 => new CpuInt8KvStorage(layers, kvHeads, headDim, blockSize, blocks),
+        _ => throw new ArgumentOutOfRangeException(nameof(type)),
+    };
 
     public void WriteKv(Kv.KvCacheStorage cache, int layer, Tensor qkv, int qHeads, ReadOnlySpan<int> blockTable, int position0)
     {
         Check(qkv);
         var c = (CpuKvStorage)cache;
-        int kvw = c.KvHeads * c.HeadDim, width = qkv.Dim(-1), rows = (int)(qkv.Length / width), bs = c.BlockSize;
-        if (width != qHeads * c.HeadDim + 2 * kvw) throw new ArgumentException($"WriteKv: width {width} does not match the cache's heads");
+        int d = c.HeadDim, kvw = c.KvHeads * d, width = qkv.Dim(-1), rows = (int)(qkv.Length / width), bs = c.BlockSize;
+        if (width != qHeads * d + 2 * kvw) throw new ArgumentException($"WriteKv: width {width} does not match the cache's heads");
         if ((long)blockTable.Length * bs < position0 + rows) throw new ArgumentException("WriteKv: positions beyond the reserved blocks");
         var src = Data(qkv);
-        float[] k = c.K[layer], v = c.V[layer];
-        int qw = qHeads * c.HeadDim;
+        int qw = qHeads * d;
         for (int i = 0; i < rows; i++)
         {
             int pos = position0 + i;
-            long dst = ((long)blockTable[pos / bs] * bs + pos % bs) * kvw;
-            src.Slice(i * width + qw, kvw).CopyTo(k.AsSpan((int)dst, kvw));
-            src.Slice(i * width + qw + kvw, kvw).CopyTo(v.AsSpan((int)dst, kvw));
+            long row = (long)blockTable[pos / bs] * bs + pos % bs;
+            var k = src.Slice(i * width + qw, kvw);
+            var v = src.Slice(i * width + qw + kvw, kvw);
+            if (c is CpuInt8KvStorage int8)
+            {
+                for (int g = 0; g < c.KvHeads; g++)
+                {
+                    int values = (int)(row * kvw) + g * d, scale = (int)(row * c.KvHeads) + g;
+                    int8.KScales[layer][scale] = Int8Kernels.Quantize(k.Slice(g * d, d), int8.K[layer].AsSpan(values, d));
+                    int8.VScales[layer][scale] = Int8Kernels.Quantize(v.Slice(g * d, d), int8.V[layer].AsSpan(values, d));
+                }
+            }
+            else
+            {
+                var f = (CpuF32KvStorage)c;
+                k.CopyTo(f.K[layer].AsSpan((int)(row * kvw), kvw));
+                v.CopyTo(f.V[layer].AsSpan((int)(row * kvw), kvw));
+            }
         }
     }
 
@@ -369,10 +468,17 @@ public sealed class CpuBackend : IBackend
     {
         Check(qkv);
         var c = (CpuKvStorage)cache;
-        int width = qkv.Dim(-1), rows = (int)(qkv.Length / width);
+        int width = qkv.Dim(-1), rows = (int)(qkv.Length / width), kvw = c.KvHeads * c.HeadDim;
         var o = New(rows, qHeads * c.HeadDim);
-        AttentionKernel.RunPaged(Data(qkv), width, c.K[layer], c.V[layer], c.KvHeads * c.HeadDim, blockTable, c.BlockSize,
-            Data(o), rows, position0 + rows, qHeads, c.KvHeads, c.HeadDim, scale);
+        if (c is CpuInt8KvStorage int8)
+            AttentionKernel.RunPaged(Data(qkv), width, int8.K[layer], int8.V[layer], int8.KScales[layer], int8.VScales[layer], kvw, blockTable, c.BlockSize,
+                Data(o), rows, position0 + rows, qHeads, c.KvHeads, c.HeadDim, scale);
+        else
+        {
+            var f = (CpuF32KvStorage)c;
+            AttentionKernel.RunPaged(Data(qkv), width, f.K[layer], f.V[layer], kvw, blockTable, c.BlockSize,
+                Data(o), rows, position0 + rows, qHeads, c.KvHeads, c.HeadDim, scale);
+        }
         return o;
     }
 

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using FastMM.Quant;
 
 namespace FastMM.Backends;
 
@@ -38,6 +39,8 @@ public sealed class ProfilingBackend : IBackend
     public Tensor Weight(in TensorData w) => _inner.Weight(w);
     public LinearWeight Linear(in TensorData weight, in TensorData? bias) => _inner.Linear(weight, bias);
     public LinearWeight Linear(ReadOnlySpan<float> weight, int outFeatures, int inFeatures, ReadOnlySpan<float> bias) => _inner.Linear(weight, outFeatures, inFeatures, bias);
+    public LinearWeight Linear(in TensorData weight, in TensorData? bias, QuantType type) => _inner.Linear(weight, bias, type);
+    public LinearWeight Linear(QuantizedMatrix weight, ReadOnlySpan<float> bias) => _inner.Linear(weight, bias);
     public void Release(Tensor t) => _inner.Release(t);
 
     public Tensor Linear(Tensor x, LinearWeight w, Activation act = Activation.None)
@@ -72,7 +75,8 @@ public sealed class ProfilingBackend : IBackend
     public Tensor RopeTable(int position0, int count, int headDim, double theta) => Time("RopeTable", () => _inner.RopeTable(position0, count, headDim, theta));
     public void RopeInPlace(Tensor qkv, int qHeads, int kvHeads, int headDim, Tensor table) => Time("Rope", () => _inner.RopeInPlace(qkv, qHeads, kvHeads, headDim, table));
     public Tensor SwiGlu(Tensor gateUp) => Time("SwiGlu", () => _inner.SwiGlu(gateUp));
-    public Kv.KvCacheStorage CreateKvCache(int layers, int kvHeads, int headDim, int blockSize, int blocks) => _inner.CreateKvCache(layers, kvHeads, headDim, blockSize, blocks);
+    public Kv.KvCacheStorage CreateKvCache(int layers, int kvHeads, int headDim, int blockSize, int blocks, Kv.KvCacheType type)
+        => _inner.CreateKvCache(layers, kvHeads, headDim, blockSize, blocks, type);
     public void WriteKv(Kv.KvCacheStorage cache, int layer, Tensor qkv, int qHeads, ReadOnlySpan<int> blockTable, int position0)
     {
         var t = blockTable.ToArray();

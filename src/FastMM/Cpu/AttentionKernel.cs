@@ -56,22 +56,13 @@ public static unsafe class AttentionKernel
     public static void RunPaged(ReadOnlySpan<float> q, int qStride, ReadOnlySpan<float> kPool, ReadOnlySpan<float> vPool, int kvStride,
         ReadOnlySpan<int> blockTable, int blockSize, Span<float> o, int tq, int tk, int heads, int kvHeads, int headDim, float scale)
     {
-        if (heads % kvHeads != 0) throw new ArgumentException($"Attention: {heads} query heads are not a multiple of {kvHeads} KV heads");
-        if (tq > tk || tq < 0) throw new ArgumentException($"Attention: {tq} new tokens but only {tk} cached");
-        if ((long)blockTable.Length * blockSize < tk) throw new ArgumentException("Attention: the block table does not cover the sequence");
-        if (kvStride < kvHeads * headDim || o.Length < (long)tq * heads * headDim || q.Length < (long)Math.Max(0, tq - 1) * qStride + heads * headDim)
-            throw new ArgumentException("Attention: q/o/cache spans are shorter than their shapes");
-        long poolRows = kPool.Length / kvStride;
-        foreach (int blk in blockTable[..((tk + blockSize - 1) / blockSize)])
-            if (blk < 0 || (long)(blk + 1) * blockSize > poolRows || (long)(blk + 1) * blockSize * kvStride > vPool.Length)
-                throw new ArgumentException($"Attention: block {blk} is outside the cache pool");
+        CheckPaged(q.Length, qStride, Math.Min(kPool.Length, vPool.Length), long.MaxValue, kvStride, blockTable, blockSize, o.Length, tq, tk, heads, kvHeads, headDim);
         if (tq == 0) return;
         fixed (float* pq = q) fixed (float* pk = kPool) fixed (float* pv = vPool) fixed (float* po = o) fixed (int* pt = blockTable)
         {
-            if (tq == 1 && (long)tk * heads < 8192)
+            if (DecodesInline(tq, tk, heads))
             {
-                // Decode over a short context: packing and two pool hand-offs would cost more than the dot products.
-                DecodeInline(pq, pk, pv, kvStride, pt, blockSize, po, tk, heads, kvHeads, headDim, scale);
+                DecodeInline(new F32Rows(pk, pv, kvStride, headDim), pq, pt, blockSize, po, tk, heads, kvHeads, headDim, scale);
                 return;
             }
             var job = t_job ??= new AttentionJob();
@@ -79,6 +70,52 @@ public static unsafe class AttentionKernel
             RunTwoPhases(job);
         }
     }
+
+    /// <summary>
+    /// As <see cref="RunPaged(ReadOnlySpan{float}, int, ReadOnlySpan{float}, ReadOnlySpan{float}, int, ReadOnlySpan{int}, int, Span{float}, int, int, int, int, int, float)"/>
+    /// over an int8 cache: pool row r holds kvHeads·D int8 values (stride kvStride), and head g of row r reads back as
+    /// scales[r·kvHeads + g] · value. Dequantized as read: per key in the decode loop, into the per-call K/V packs otherwise.
+    /// </summary>
+    public static void RunPaged(ReadOnlySpan<float> q, int qStride, ReadOnlySpan<sbyte> kPool, ReadOnlySpan<sbyte> vPool,
+        ReadOnlySpan<float> kScales, ReadOnlySpan<float> vScales, int kvStride,
+        ReadOnlySpan<int> blockTable, int blockSize, Span<float> o, int tq, int tk, int heads, int kvHeads, int headDim, float scale)
+    {
+        CheckPaged(q.Length, qStride, Math.Min(kPool.Length, vPool.Length), Math.Min(kScales.Length, vScales.Length) / Math.Max(kvHeads, 1), kvStride,
+            blockTable, blockSize, o.Length, tq, tk, heads, kvHeads, headDim);
+        if (tq == 0) return;
+        var level = CpuFeatures.Level;
+        fixed (float* pq = q) fixed (sbyte* pk = kPool) fixed (sbyte* pv = vPool) fixed (float* pks = kScales) fixed (float* pvs = vScales)
+        fixed (float* po = o) fixed (int* pt = blockTable)
+        {
+            if (DecodesInline(tq, tk, heads))
+            {
+                DecodeInline(new Int8Rows(pk, pv, pks, pvs, kvStride, kvHeads, headDim, level), pq, pt, blockSize, po, tk, heads, kvHeads, headDim, scale);
+                return;
+            }
+            var job = t_job ??= new AttentionJob();
+            job.Setup(pq, qStride, null, kvStride, null, kvStride, po, null, 1, tq, tk, heads, kvHeads, headDim, scale, causal: true, level, pt, blockSize);
+            job.SetInt8Pools(pk, pv, pks, pvs);
+            RunTwoPhases(job);
+        }
+    }
+
+    /// <summary>Shapes and block-table entries against the pools: poolValues values per pool, scaleRows rows of scales (int8).</summary>
+    private static void CheckPaged(long qLength, int qStride, long poolValues, long scaleRows, int kvStride, ReadOnlySpan<int> blockTable, int blockSize,
+        long oLength, int tq, int tk, int heads, int kvHeads, int headDim)
+    {
+        if (heads % kvHeads != 0) throw new ArgumentException($"Attention: {heads} query heads are not a multiple of {kvHeads} KV heads");
+        if (tq > tk || tq < 0) throw new ArgumentException($"Attention: {tq} new tokens but only {tk} cached");
+        if ((long)blockTable.Length * blockSize < tk) throw new ArgumentException("Attention: the block table does not cover the sequence");
+        if (kvStride < kvHeads * headDim || oLength < (long)tq * heads * headDim || qLength < (long)Math.Max(0, tq - 1) * qStride + heads * headDim)
+            throw new ArgumentException("Attention: q/o/cache spans are shorter than their shapes");
+        long poolRows = Math.Min(kvStride > 0 ? poolValues / kvStride : long.MaxValue, scaleRows);
+        foreach (int blk in blockTable[..((tk + blockSize - 1) / blockSize)])
+            if (blk < 0 || (long)(blk + 1) * blockSize > poolRows)
+                throw new ArgumentException($"Attention: block {blk} is outside the cache pool");
+    }
+
+    /// <summary>Decode over a short context: packing and two pool hand-offs would cost more than the dot products.</summary>
+    private static bool DecodesInline(int tq, int tk, int heads) => tq == 1 && (long)tk * heads < 8192;
 
     /// <summary>Phase 1 packs Kᵀ and V once per (batch, KV head); phase 2's query blocks all read those packs.</summary>
     private static void RunTwoPhases(AttentionJob job)
@@ -93,32 +130,63 @@ public static unsafe class AttentionKernel
         finally { job.Clear(); }
     }
 
-    private static void DecodeInline(float* q, float* k, float* v, int kvStride, int* table, int blockSize, float* o,
-        int tk, int heads, int kvHeads, int d, float scale)
+    /// <summary>How the decode loop reads one KV head's key and value rows of a paged cache (a struct, so each cache type gets its own compiled loop).</summary>
+    private interface IKvRows
+    {
+        /// <summary>q · K[row, head] over d values.</summary>
+        float DotKey(float* q, long row, int head);
+        /// <summary>o += weight · V[row, head] over d values.</summary>
+        void AddValue(long row, int head, float weight, float* o);
+    }
+
+    private readonly struct F32Rows(float* k, float* v, int stride, int d) : IKvRows
+    {
+        public float DotKey(float* q, long row, int head)
+            => TensorPrimitives.Dot(new ReadOnlySpan<float>(q, d), new ReadOnlySpan<float>(k + row * stride + (long)head * d, d));
+
+        public void AddValue(long row, int head, float weight, float* o)
+        {
+            var oh = new Span<float>(o, d);
+            TensorPrimitives.MultiplyAdd(new ReadOnlySpan<float>(v + row * stride + (long)head * d, d), weight, oh, oh);
+        }
+    }
+
+    /// <summary>Int8 rows: the scale is applied once per dot product and folded into each value's weight.</summary>
+    private readonly struct Int8Rows(sbyte* k, sbyte* v, float* kScales, float* vScales, int stride, int kvHeads, int d, SimdLevel level) : IKvRows
+    {
+        public float DotKey(float* q, long row, int head)
+            => Int8Kernels.Dot(level, q, k + row * stride + (long)head * d, d) * kScales[row * kvHeads + head];
+
+        public void AddValue(long row, int head, float weight, float* o)
+            => Int8Kernels.MultiplyAdd(level, v + row * stride + (long)head * d, weight * vScales[row * kvHeads + head], o, d);
+    }
+
+    private static void DecodeInline<TRows>(TRows rows, float* q, int* table, int blockSize, float* o,
+        int tk, int heads, int kvHeads, int d, float scale) where TRows : struct, IKvRows
     {
         int group = heads / kvHeads;
         Span<float> p = stackalloc float[tk];
         for (int h = 0; h < heads; h++)
         {
             int g = h / group;
-            var qh = new ReadOnlySpan<float>(q + (long)h * d, d);
+            float* qh = q + (long)h * d;
             float max = float.NegativeInfinity;
             for (int j = 0; j < tk; j++)
             {
                 long row = (long)table[j / blockSize] * blockSize + j % blockSize;
-                float sc = TensorPrimitives.Dot(qh, new ReadOnlySpan<float>(k + row * kvStride + (long)g * d, d)) * scale;
+                float sc = rows.DotKey(qh, row, g) * scale;
                 p[j] = sc;
                 if (sc > max) max = sc;
             }
             TensorPrimitives.Subtract(p, max, p);
             TensorPrimitives.Exp(p, p);
             float inv = 1f / TensorPrimitives.Sum(p);
-            var oh = new Span<float>(o + (long)h * d, d);
-            oh.Clear();
+            float* oh = o + (long)h * d;
+            new Span<float>(oh, d).Clear();
             for (int j = 0; j < tk; j++)
             {
                 long row = (long)table[j / blockSize] * blockSize + j % blockSize;
-                TensorPrimitives.MultiplyAdd(new ReadOnlySpan<float>(v + row * kvStride + (long)g * d, d), p[j] * inv, oh, oh);
+                rows.AddValue(row, g, p[j] * inv, oh);
             }
         }
     }
@@ -128,6 +196,9 @@ public static unsafe class AttentionKernel
     private sealed class AttentionJob : CpuParallel.IWork
     {
         private float* _q, _k, _v, _o, _mask;
+        // An int8 cache instead of _k/_v: values, and one scale per (pool row, KV head).
+        private sbyte* _kInt8, _vInt8;
+        private float* _kScales, _vScales;
         private int _batch, _tq, _tk, _heads, _kvHeads, _group, _d, _qBlocks, _maxBlock, _mr, _vPanels;
         private int* _blockTable;
         private int _blockSize;
@@ -167,7 +238,10 @@ public static unsafe class AttentionKernel
             _kvPacks = _kvBuffer.Get(checked((int)(_kvPackSize * PackTasks)));
         }
 
-        public void Clear() { _q = _k = _v = _o = _mask = _kvPacks = null; _blockTable = null; }
+        /// <summary>Reads K and V from int8 pools (after <see cref="Setup"/>, which leaves the F32 pointers null).</summary>
+        public void SetInt8Pools(sbyte* k, sbyte* v, float* kScales, float* vScales) { _kInt8 = k; _vInt8 = v; _kScales = kScales; _vScales = vScales; }
+
+        public void Clear() { _q = _k = _v = _o = _mask = _kvPacks = _kScales = _vScales = null; _kInt8 = _vInt8 = null; _blockTable = null; }
 
         /// <summary>Packs per (batch, KV head); query head h reads KV head h / group.</summary>
         private float* KeyPack(int b, int g) => _kvPacks + (long)(b * _kvHeads + g) * _kvPackSize;
@@ -187,7 +261,14 @@ public static unsafe class AttentionKernel
                 for (int c = 0; c < W; c++)
                 {
                     int key = p * W + c;
-                    if (key < tk)
+                    if (key < tk && _kInt8 != null)
+                    {
+                        long row = Row(b, key);
+                        sbyte* src = _kInt8 + row * _kStride + (long)h * d;
+                        float s = _kScales[row * _kvHeads + h];
+                        for (int j = 0; j < d; j++) panel[j * W + c] = s * src[j];
+                    }
+                    else if (key < tk)
                     {
                         float* src = _k + Row(b, key) * _kStride + (long)h * d;
                         for (int j = 0; j < d; j++) panel[j * W + c] = src[j];
@@ -202,9 +283,12 @@ public static unsafe class AttentionKernel
                 int cols = Math.Min(W, d - p * W);
                 for (int j = 0; j < tk; j++)
                 {
-                    float* src = _v + Row(b, j) * _vStride + (long)h * d + p * W;
+                    long row = Row(b, j);
                     float* dst = panel + (long)j * W;
-                    new ReadOnlySpan<float>(src, cols).CopyTo(new Span<float>(dst, cols));
+                    if (_vInt8 != null)
+                        Int8Kernels.Dequantize(_level, _vInt8 + row * _vStride + (long)h * d + p * W, _vScales[row * _kvHeads + h], dst, cols);
+                    else
+                        new ReadOnlySpan<float>(_v + row * _vStride + (long)h * d + p * W, cols).CopyTo(new Span<float>(dst, cols));
                     if (cols < W) new Span<float>(dst + cols, W - cols).Clear();
                 }
             }

@@ -1,6 +1,21 @@
 namespace FastMM.Kv;
 
-/// <summary>Backend memory for a paged KV cache: per layer, a pool of blocks of BlockSize token rows (KvHeads·HeadDim floats each) for K and for V.</summary>
+/// <summary>How a KV cache stores each token's keys and values.</summary>
+public enum KvCacheType
+{
+    /// <summary>As computed: KvHeads·HeadDim floats per token for K and for V.</summary>
+    F32,
+    /// <summary>
+    /// Symmetric int8 with one float scale per (token, KV head): q = clamp(round(x / s), ±127), s = max|x| / 127 over
+    /// the head's HeadDim values. A quarter of the F32 pool plus the scales; attention dequantizes as it reads.
+    /// </summary>
+    Int8,
+}
+
+/// <summary>
+/// Backend memory for a paged KV cache: per layer, a pool of blocks of BlockSize token rows (KvHeads·HeadDim values
+/// each, of the storage's <see cref="Type"/>) for K and for V.
+/// </summary>
 public abstract class KvCacheStorage : IDisposable
 {
     public int Layers { get; protected init; }
@@ -8,6 +23,9 @@ public abstract class KvCacheStorage : IDisposable
     public int HeadDim { get; protected init; }
     public int BlockSize { get; protected init; }
     public int Blocks { get; protected init; }
+    public KvCacheType Type { get; protected init; }
+    /// <summary>Memory held by the pools (K, V and, for int8, their scales).</summary>
+    public abstract long Bytes { get; }
     public abstract void Dispose();
 }
 
@@ -20,15 +38,18 @@ public sealed class KvCache : IDisposable
     private readonly Stack<int> _free;
     private readonly object _gate = new();
     public KvCacheStorage Storage { get; }
+    public KvCacheType Type => Storage.Type;
+    /// <summary>Memory held by the preallocated pool, whatever is in use.</summary>
+    public long Bytes => Storage.Bytes;
     public int BlockSize => Storage.BlockSize;
     public int FreeBlocks { get { lock (_gate) return _free.Count; } }
     public int CapacityTokens => Storage.Blocks * Storage.BlockSize;
 
-    public KvCache(IBackend backend, int layers, int kvHeads, int headDim, int capacityTokens, int blockSize = 16)
+    public KvCache(IBackend backend, int layers, int kvHeads, int headDim, int capacityTokens, int blockSize = 16, KvCacheType type = KvCacheType.F32)
     {
         if (capacityTokens < 1 || blockSize < 1) throw new ArgumentOutOfRangeException(nameof(capacityTokens));
         int blocks = (capacityTokens + blockSize - 1) / blockSize;
-        Storage = backend.CreateKvCache(layers, kvHeads, headDim, blockSize, blocks);
+        Storage = backend.CreateKvCache(layers, kvHeads, headDim, blockSize, blocks, type);
         _free = new Stack<int>(Enumerable.Range(0, blocks).Reverse());
     }
 

@@ -252,6 +252,23 @@ public class VlmPipelineTests
     }
 
     [Fact]
+    public void AskWithAnInt8KvCacheAnswersAndSaysSo()
+    {
+        string img = Path.Combine(AppContext.BaseDirectory, "samples", "a-red-circle.png");
+        var (code, output, err) = CliTests.Run("ask", "--model", TestPaths.Model("tiny-llava"), "--image", img, "What color is the circle?",
+            "--max-new-tokens", "5", "--kv-cache", "int8");
+        Assert.True(code == 0, err);
+        Assert.Contains("5 generated", err);
+        Assert.Contains("int8 KV cache", err);
+        Assert.NotEqual("", output.Trim());
+
+        (code, output, err) = CliTests.Run("ask", "--model", TestPaths.Model("tiny-llava"), "Hi", "--kv-cache", "int4");
+        Assert.Equal(1, code);
+        Assert.Equal("", output);
+        Assert.Contains("--kv-cache must be f32 or int8, got 'int4'", err);
+    }
+
+    [Fact]
     public void AskWithACorruptImageIsOneError()
     {
         using var tmp = new TestPaths.TempDir();
