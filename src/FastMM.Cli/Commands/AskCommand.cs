@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using FastMM.Kv;
 using FastMM.Runtime;
 using FastMM.Runtime.Generation;
 using FastMM.Runtime.Images;
@@ -15,7 +16,7 @@ internal static class AskCommand
 {
     public static Command Create(TextWriter stdout, TextWriter stderr, bool caption = false)
     {
-        var model = CommonOptions.Model();
+        var model = CommonOptions.ModelWithDefault("shapes-vlm");
         var images = new Option<string[]>("--image") { Description = "image file to ask about (repeat for several)" };
         var question = new Argument<string?>("question") { Description = "the question", Arity = ArgumentArity.ZeroOrOne };
         var system = new Option<string?>("--system") { Description = "a system message" };
@@ -34,26 +35,27 @@ internal static class AskCommand
             {
                 if (p.GetValue(output) is not FileInfo outFile) throw new FastMMException("--batch needs --out");
                 if (!input.Exists) throw new FastMMException($"{input.FullName}: batch file not found");
-                using var pipe = Load(p, model, backend, stderr);
+                using var pipe = Load(p, model, backend, stderr, gen.CacheType(p));
                 return RunBatch(pipe, input.FullName, outFile.FullName, p.GetValue(system), gen.Sampling(p, pipe.DefaultSampling), maxNew, gen.Stops(p), stderr);
             }
-            string text = caption ? "Describe this image." : p.GetValue(question) ?? throw new FastMMException("give a question (or --batch FILE --out FILE)");
+            string text = caption ? "Describe the image." : p.GetValue(question) ?? throw new FastMMException("give a question (or --batch FILE --out FILE)");
             var decoded = (p.GetValue(images) ?? []).Select(ImageDecoder.Decode).ToList(); // bad images fail before the model loads
             if (caption && decoded.Count == 0) throw new FastMMException("caption needs --image PATH");
-            using var pipeline = Load(p, model, backend, stderr);
+            using var pipeline = Load(p, model, backend, stderr, gen.CacheType(p));
             var turns = Conversation(p.GetValue(system), text, decoded);
             using var cts = CancelOnCtrlC();
             var r = pipeline.Ask(turns, gen.Sampling(p, pipeline.DefaultSampling), maxNew, gen.Stops(p), c => { stdout.Write(c.Text); stdout.Flush(); }, cts.Token);
             stdout.WriteLine();
             stderr.WriteLine($"[{r.PromptTokens} prompt tokens, {r.TokenIds.Length} generated, {r.Reason}; prefill {r.PrefillMs:F0} ms, " +
-                $"decode {(r.TokenIds.Length > 1 ? (r.TokenIds.Length - 1) / (r.DecodeMs / 1000) : 0):F1} tok/s]");
+                $"decode {(r.TokenIds.Length > 1 ? (r.TokenIds.Length - 1) / (r.DecodeMs / 1000) : 0):F1} tok/s; " +
+                $"{pipeline.Generator.Cache.Type.ToString().ToLowerInvariant()} KV cache {pipeline.Generator.Cache.Bytes / 1048576.0:0.##} MiB]");
             return 0;
         });
         return cmd;
     }
 
-    internal static VlmPipeline Load(ParseResult p, Option<string> model, IBackend backend, TextWriter stderr)
-        => new ProgressBar(stderr).Run("loading weights", prog => VlmPipeline.Load(p.GetValue(model)!, backend, prog));
+    internal static VlmPipeline Load(ParseResult p, Option<string> model, IBackend backend, TextWriter stderr, KvCacheType kvCache = KvCacheType.F32)
+        => new ProgressBar(stderr).Run("loading weights", prog => VlmPipeline.Load(p.GetValue(model)!, backend, prog, kvCache: kvCache, quant: CommonOptions.Policy(p)));
 
     internal static List<ChatTurn> Conversation(string? system, string question, IReadOnlyList<RgbImage> images)
     {

@@ -9,7 +9,7 @@ internal static class ChatCommand
 {
     public static Command Create(TextReader stdin, TextWriter stdout, TextWriter stderr)
     {
-        var model = CommonOptions.Model();
+        var model = CommonOptions.ModelWithDefault("shapes-vlm");
         var system = new Option<string?>("--system") { Description = "a system message" };
         var gen = new GenerationOptions();
         var cmd = new Command("chat", "Chat with a model; /image PATH attaches an image, /reset clears the history, /exit quits") { model, system };
@@ -17,7 +17,7 @@ internal static class ChatCommand
         cmd.SetHandler(stderr, p =>
         {
             using var backend = CommonOptions.CreateBackend(p);
-            using var pipe = AskCommand.Load(p, model, backend, stderr);
+            using var pipe = AskCommand.Load(p, model, backend, stderr, gen.CacheType(p));
             var sampling = gen.Sampling(p, pipe.DefaultSampling);
             int maxNew = gen.MaxNew(p);
             var history = new List<ChatTurn>();
