@@ -7,29 +7,44 @@ using FastMM.Cpu;
 
 namespace FastMM.Benchmarks;
 
-/// <summary>Adds a GFLOP/s column computed from each case's <c>Shape</c> parameter (anything with a Flops property).</summary>
-public sealed class GflopsColumn : IColumn
+/// <summary>
+/// A custom column showing an amount of work per nanosecond of the case's mean time (i.e. G-units per second);
+/// subclasses say how much work a case does (null when the column does not apply to it).
+/// </summary>
+public abstract class PerSecondColumn(string name, string legend, int priority) : IColumn
 {
-    public string Id => nameof(GflopsColumn);
-    public string ColumnName => "GFLOP/s";
+    public string Id => GetType().Name;
+    public string ColumnName => name;
     public bool AlwaysShow => true;
     public ColumnCategory Category => ColumnCategory.Custom;
-    public int PriorityInCategory => 0;
+    public int PriorityInCategory => priority;
     public bool IsNumeric => true;
     public UnitType UnitType => UnitType.Dimensionless;
-    public string Legend => "fp32 GFLOP/s at the mean time (2 flops per multiply-add)";
+    public string Legend => legend;
     public bool IsAvailable(Summary summary) => true;
     public bool IsDefault(Summary summary, BenchmarkCase benchmarkCase) => false;
     public string GetValue(Summary summary, BenchmarkCase benchmarkCase) => GetValue(summary, benchmarkCase, SummaryStyle.Default);
 
     public string GetValue(Summary summary, BenchmarkCase benchmarkCase, SummaryStyle style)
     {
-        var report = summary[benchmarkCase];
-        double? meanNs = report?.ResultStatistics?.Mean;
-        object? shape = benchmarkCase.Parameters.Items.FirstOrDefault(p => p.Name == "Shape")?.Value;
-        double flops = shape switch { GemmShape g => g.Flops, AttentionShape a => a.Flops, _ => double.NaN };
-        return meanNs is double ns && !double.IsNaN(flops) ? (flops / ns).ToString("F1") : "-";
+        double? meanNs = summary[benchmarkCase]?.ResultStatistics?.Mean;
+        return meanNs is double ns && Work(benchmarkCase) is double work ? (work / ns).ToString("F1") : "-";
     }
+
+    protected abstract double? Work(BenchmarkCase c);
+
+    protected static object? Parameter(BenchmarkCase c, string name) => c.Parameters.Items.FirstOrDefault(p => p.Name == name)?.Value;
+}
+
+/// <summary>GFLOP/s from each case's <c>Shape</c> parameter (anything with a Flops property).</summary>
+public sealed class GflopsColumn() : PerSecondColumn("GFLOP/s", "fp32 GFLOP/s at the mean time (2 flops per multiply-add)", 0)
+{
+    protected override double? Work(BenchmarkCase c) => Parameter(c, "Shape") switch
+    {
+        GemmShape g => g.Flops,
+        AttentionShape a => a.Flops,
+        _ => null,
+    };
 }
 
 public sealed class KernelConfig : ManualConfig

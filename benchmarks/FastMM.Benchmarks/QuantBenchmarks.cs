@@ -8,29 +8,11 @@ using FastMM.Quant;
 
 namespace FastMM.Benchmarks;
 
-/// <summary>Adds the bytes of stored weights read per second (weight bytes of the case's Format and Shape ÷ mean time).</summary>
-public sealed class WeightBandwidthColumn : IColumn
+/// <summary>Bytes of stored weights read per second (weight bytes of the case's Format and Shape ÷ mean time).</summary>
+public sealed class WeightBandwidthColumn() : PerSecondColumn("weight GB/s", "stored weight bytes (F32 or the quantized blocks) per second at the mean time", 1)
 {
-    public string Id => nameof(WeightBandwidthColumn);
-    public string ColumnName => "weight GB/s";
-    public bool AlwaysShow => true;
-    public ColumnCategory Category => ColumnCategory.Custom;
-    public int PriorityInCategory => 1;
-    public bool IsNumeric => true;
-    public UnitType UnitType => UnitType.Dimensionless;
-    public string Legend => "stored weight bytes (F32 or the quantized blocks) per second at the mean time";
-    public bool IsAvailable(Summary summary) => true;
-    public bool IsDefault(Summary summary, BenchmarkCase benchmarkCase) => false;
-    public string GetValue(Summary summary, BenchmarkCase benchmarkCase) => GetValue(summary, benchmarkCase, SummaryStyle.Default);
-
-    public string GetValue(Summary summary, BenchmarkCase benchmarkCase, SummaryStyle style)
-    {
-        double? meanNs = summary[benchmarkCase]?.ResultStatistics?.Mean;
-        var items = benchmarkCase.Parameters.Items;
-        if (items.FirstOrDefault(p => p.Name == "Shape")?.Value is not GemmShape shape || items.FirstOrDefault(p => p.Name == "Format")?.Value is not string format)
-            return "-";
-        return meanNs is double ns ? (QuantBenchmarks.WeightBytes(format, shape) / ns).ToString("F1") : "-";
-    }
+    protected override double? Work(BenchmarkCase c)
+        => Parameter(c, "Shape") is GemmShape shape && Parameter(c, "Format") is string format ? QuantBenchmarks.WeightBytes(format, shape) : null;
 }
 
 public sealed class QuantConfig : ManualConfig
