@@ -32,7 +32,7 @@ internal static class BenchCommand
                 var vlmProfiler = p.GetValue(profile) ? new FastMM.Backends.ProfilingBackend(backend) : null;
                 using (backend)
                 {
-                    var g = VlmBench.Run(dir, vlmProfiler ?? backend, n, Math.Max(1, p.GetValue(promptLen)), Math.Max(1, p.GetValue(decodeLen)), vlmProfiler, stdout);
+                    var g = VlmBench.Run(dir, vlmProfiler ?? backend, n, Math.Max(1, p.GetValue(promptLen)), Math.Max(1, p.GetValue(decodeLen)), vlmProfiler, stdout, CommonOptions.Policy(p));
                     foreach (var (k, v) in g) stdout.WriteLine($"{k,-34} {v}");
                     if (p.GetValue(json) is FileInfo jf) File.WriteAllText(jf.FullName, JsonSerializer.Serialize(g, new JsonSerializerOptions { WriteIndented = true }));
                 }

@@ -11,13 +11,13 @@ namespace FastMM.Cli.Commands;
 internal static class VlmBench
 {
     public static Dictionary<string, object> Run(string dir, IBackend backend, int runs, int promptTokens, int decodeTokens,
-        FastMM.Backends.ProfilingBackend? profiler, TextWriter report)
+        FastMM.Backends.ProfilingBackend? profiler, TextWriter report, QuantPolicy? quant = null)
     {
         int threads = CpuParallel.Threads;
         double peak = CpuPeak.MeasureGflops(threads);
         double bandwidth = CpuPeak.MeasureReadBandwidth(threads);
         var sw = Stopwatch.StartNew();
-        using var m = ModelLoader.LoadVisionLanguageModel(dir, backend);
+        using var m = ModelLoader.LoadVisionLanguageModel(dir, backend, quant: quant);
         double loadMs = sw.Elapsed.TotalMilliseconds;
         var spec = m.Text.Spec;
         var rng = new Random(1);
