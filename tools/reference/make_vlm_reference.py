@@ -243,17 +243,10 @@ IDEFICS3_EXTRA = (["<fake_token_around_image>", "<image>", "<end_of_utterance>",
                   + ["<row_%d_col_%d>" % (i, j) for i in range(1, 7) for j in range(1, 7)])
 
 
-def smollm2_tokenizer():
-    """SmolLM2 / SmolVLM-style byte-level BPE: the three chat specials live in the model vocab (ids 0-2),
-    the VLM tokens are appended as added tokens (SmolVLM-256M-Instruct layout)."""
-    base, merges = _bytelevel_base()
-    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    vocab = {t: i for i, t in enumerate(specials + base)}
-    assert len(vocab) == 1002
-    toks = [added(i, s) for i, s in enumerate(specials)]
-    toks += [added(1002 + i, s) for i, s in enumerate(IDEFICS3_EXTRA)]
-    tok = {
-        "version": "1.0", "truncation": None, "padding": None, "added_tokens": toks,
+def smollm2_tokenizer_json(vocab, merges, added_tokens):
+    """SmolLM2's tokenizer.json layout: Digits + ByteLevel pre-tokenizers, byte-level BPE, no normalizer."""
+    return {
+        "version": "1.0", "truncation": None, "padding": None, "added_tokens": added_tokens,
         "normalizer": None,
         "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
             {"type": "Digits", "individual_digits": True},
@@ -264,6 +257,18 @@ def smollm2_tokenizer():
                   "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
                   "vocab": vocab, "merges": merges},
     }
+
+
+def smollm2_tokenizer():
+    """SmolLM2 / SmolVLM-style byte-level BPE: the three chat specials live in the model vocab (ids 0-2),
+    the VLM tokens are appended as added tokens (SmolVLM-256M-Instruct layout)."""
+    base, merges = _bytelevel_base()
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    vocab = {t: i for i, t in enumerate(specials + base)}
+    assert len(vocab) == 1002
+    toks = [added(i, s) for i, s in enumerate(specials)]
+    toks += [added(1002 + i, s) for i, s in enumerate(IDEFICS3_EXTRA)]
+    tok = smollm2_tokenizer_json(vocab, merges, toks)
     extra_specials = ["<fake_token_around_image>", "<image>", "<end_of_utterance>"]
     cfg = {
         "add_prefix_space": False, "added_tokens_decoder": added_decoder(toks),

@@ -56,18 +56,7 @@ def build_tokenizer(out_dir):
         vocab[a + b] = len(vocab)
     assert len(vocab) == IMAGE_TOKEN_ID
     toks = [mvr.added(i, s) for i, s in enumerate(SPECIALS)] + [mvr.added(IMAGE_TOKEN_ID, IMAGE_TOKEN)]
-    tok = {
-        "version": "1.0", "truncation": None, "padding": None, "added_tokens": toks,
-        "normalizer": None,
-        "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
-            {"type": "Digits", "individual_digits": True},
-            {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}]},
-        "post_processor": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": False, "use_regex": True},
-        "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
-        "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
-                  "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
-                  "vocab": vocab, "merges": [[a, b] for a, b in merges]},
-    }
+    tok = mvr.smollm2_tokenizer_json(vocab, [[a, b] for a, b in merges], toks)
     cfg = {
         "add_prefix_space": False, "added_tokens_decoder": mvr.added_decoder(toks),
         "additional_special_tokens": ["<|im_start|>", "<|im_end|>"], "bos_token": "<|im_start|>",

@@ -66,14 +66,9 @@ internal static class QuantBench
             log.WriteLine($"{scheme.Name}: {scheme.Policy}");
             using var memory = new PeakMemory();
             var row = generative
-                ? RunVlm(dir, backend, scheme, o, scenes, bar, isRef ? (reference = new Reference()) : reference!, isRef, log)
+                ? RunVlm(dir, backend, scheme, o, scenes, bar, isRef ? (reference = new Reference()) : reference!, isRef, log, bandwidth)
                 : RunDualEncoder(dir, backend, scheme, o, scenes!, bar, isRef ? (reference = new Reference()) : reference!, isRef, log);
             row["peak_mem_bytes"] = memory.Peak;
-            if (generative && row["decode_tok_s"] is double tokS && TextBytes.TryGetValue(scheme.Name, out long textBytes))
-            {
-                double bound = bandwidth * 1e9 / textBytes;
-                log.WriteLine($"{scheme.Name}: decode reads {textBytes / 1e6:F1} MB of text weights per token -> bound {bound:F0} tok/s; measured {tokS:F1} = {tokS / bound:F2} of it");
-            }
             results.Add(row); // the reference row too: it is the baseline the accuracy columns and speed ratios refer to
         }
         return results;
@@ -83,7 +78,7 @@ internal static class QuantBench
     private sealed record Prompt(int[] Ids, float[] Pixels, int[] PixelShape, bool[] PixelMask);
 
     private static Dictionary<string, object?> RunVlm(string dir, IBackend backend, QuantScheme scheme, Options o, List<EvalScene>? scenes,
-        ProgressBar bar, Reference reference, bool isRef, TextWriter log)
+        ProgressBar bar, Reference reference, bool isRef, TextWriter log, double bandwidth)
     {
         // A folder without tokenizer/chat template (e.g. `fastmm synth` random weights) is benchmarked on the model
         // alone, with random token prompts; task accuracy then needs a full folder.
@@ -98,7 +93,10 @@ internal static class QuantBench
         var prompts = pipe is not null ? Prompts(pipe, scenes, o.Prompts) : RandomPrompts(m, o.Prompts);
 
         double imageMs = Median(o.Runs, () => Time(() => { using var f = Features(m, prompts[0]); }));
-        var (prefill, decode) = TextSpeed(m, o);
+        var (prefill, decode) = TextSpeed(m, o.Runs, o.PromptTokens, o.DecodeTokens);
+        long textBytes = m.Quantization.BytesPerComponent.GetValueOrDefault(ModelComponent.Text);
+        double bound = bandwidth * 1e9 / textBytes;
+        log.WriteLine($"{scheme.Name}: decode reads {textBytes / 1e6:F1} MB of text weights per token -> bound {bound:F0} tok/s; measured {decode:F1} = {decode / bound:F2} of it");
 
         // Accuracy against the reference: logits on prompt + the reference's greedy answer (random prompts: every
         // position after the image), and the features of every image.
@@ -201,12 +199,9 @@ internal static class QuantBench
         ["recall_at_1"] = recall is { } r ? Math.Round(r, 4) : null,
     };
 
-    private static readonly Dictionary<string, long> TextBytes = new();
-
     /// <summary>Per storage format: matrices, parameters, bytes, and bytes against F32 (4 per parameter).</summary>
     private static void LogWeights(TextWriter log, string scheme, Models.Blocks.QuantReport q)
     {
-        TextBytes[scheme] = q.BytesPerComponent.GetValueOrDefault(ModelComponent.Text);
         foreach (var (format, (n, parameters, bytes)) in q.PerFormat.OrderBy(kv => kv.Key, StringComparer.Ordinal))
             log.WriteLine($"{scheme}: {format,-9} {n,4} Linear weights, {parameters / 1e6,8:F2} M parameters, {bytes / 1e6,8:F2} MB = {bytes / (4.0 * parameters):F3} of F32");
         log.WriteLine($"{scheme}: other weights (embeddings, norms, positions; F32) {q.TensorBytes / 1e6:F2} MB");
@@ -266,14 +261,14 @@ internal static class QuantBench
     }
 
     /// <summary>Prefill of PromptTokens random tokens and decode tokens/s after a 32-token prompt (as `fastmm bench`).</summary>
-    private static (double Prefill, double Decode) TextSpeed(VisionLanguageModel m, Options o)
+    internal static (double Prefill, double Decode) TextSpeed(VisionLanguageModel m, int runs, int promptTokens, int decodeTokens)
     {
         var rng = new Random(1);
         int vocab = m.Text.Spec.Vocab;
         int[] RandomIds(int n) { var a = new int[n]; for (int i = 0; i < n; i++) a[i] = RandomText(rng, m, vocab); return a; }
-        using var cache = m.CreateCache(o.PromptTokens + o.DecodeTokens + 48);
-        var prompt = RandomIds(o.PromptTokens);
-        double prefillMs = Median(o.Runs, () => Time(() =>
+        using var cache = m.CreateCache(promptTokens + decodeTokens + 48);
+        var prompt = RandomIds(promptTokens);
+        double prefillMs = Median(runs, () => Time(() =>
         {
             using var seq = cache.NewSequence(prompt.Length);
             using var e = m.Text.Embed(prompt);
@@ -281,22 +276,22 @@ internal static class QuantBench
         }));
         var decodePrompt = RandomIds(32);
         var logits = new float[vocab];
-        double msPerToken = Median(o.Runs, () =>
+        double msPerToken = Median(runs, () =>
         {
-            using var seq = cache.NewSequence(decodePrompt.Length + o.DecodeTokens);
+            using var seq = cache.NewSequence(decodePrompt.Length + decodeTokens);
             using (var e = m.Text.Embed(decodePrompt)) using (m.Forward(e, seq, allLogits: false)) { }
             var one = new int[1];
             var w = Stopwatch.StartNew();
-            for (int i = 0; i < o.DecodeTokens; i++)
+            for (int i = 0; i < decodeTokens; i++)
             {
                 one[0] = rng.Next(vocab);
                 using var e = m.Text.Embed(one);
                 using var l = m.Forward(e, seq, allLogits: false);
                 m.Backend.ToHost(l, logits);
             }
-            return w.Elapsed.TotalMilliseconds / o.DecodeTokens;
+            return w.Elapsed.TotalMilliseconds / decodeTokens;
         });
-        return (o.PromptTokens / (prefillMs / 1000), 1000 / msPerToken);
+        return (promptTokens / (prefillMs / 1000), 1000 / msPerToken);
     }
 
     internal static double Median(int runs, Func<double> once)

@@ -85,8 +85,8 @@ internal static class QuantBenchCommand
         using var right = SKBitmap.Decode(Panel(r => (long)r["weight_bytes"]! / 1e6, "weights (MB)"));
         using var surface = SKSurface.Create(new SKImageInfo(left.Width + right.Width, Math.Max(left.Height, right.Height)));
         surface.Canvas.Clear(SKColors.White);
-        surface.Canvas.DrawBitmap(left, 0, 0);
-        surface.Canvas.DrawBitmap(right, left.Width, 0);
+        using (var l = SKImage.FromBitmap(left)) surface.Canvas.DrawImage(l, 0, 0, SKSamplingOptions.Default, null);
+        using (var r = SKImage.FromBitmap(right)) surface.Canvas.DrawImage(r, left.Width, 0, SKSamplingOptions.Default, null);
         using var image = surface.Snapshot();
         using var encoded = image.Encode(SKEncodedImageFormat.Png, 100);
         File.WriteAllBytes(path, encoded.ToArray());

@@ -26,15 +26,8 @@ internal static class VlmBench
         for (int i = 0; i < px.Length; i++) px[i] = (float)(rng.NextDouble() * 2 - 1);
         int[] RandomIds(int n) { var a = new int[n]; for (int i = 0; i < n; i++) { int id; do id = rng.Next(spec.Vocab); while (id == m.ImageTokenId); a[i] = id; } return a; }
 
-        double Median(Func<double> once)
-        {
-            once();
-            var t = new double[runs];
-            for (int i = 0; i < runs; i++) t[i] = once();
-            Array.Sort(t);
-            return t[runs / 2];
-        }
-        double Time(Action a) { var w = Stopwatch.StartNew(); a(); return w.Elapsed.TotalMilliseconds; }
+        double Median(Func<double> once) => QuantBench.Median(runs, once);
+        static double Time(Action a) => QuantBench.Time(a);
 
         // One tile through the vision tower and connector.
         double imageMs = Median(() => Time(() =>
@@ -57,32 +50,7 @@ internal static class VlmBench
             l.ToArray();
         }));
 
-        var prompt = RandomIds(promptTokens);
-        double prefillMs = Median(() => Time(() =>
-        {
-            using var seq = cache.NewSequence(prompt.Length);
-            using var e = m.Text.Embed(prompt);
-            using var l = m.Forward(e, seq, allLogits: false);
-        }));
-
-        // Decode: per-token time after a short prompt (weights dominate; the KV cache is small).
-        var decodePrompt = RandomIds(32);
-        double decodeMsPerToken = Median(() =>
-        {
-            using var seq = cache.NewSequence(decodePrompt.Length + decodeTokens);
-            using (var e = m.Text.Embed(decodePrompt)) using (m.Forward(e, seq, allLogits: false)) { }
-            var one = new int[1];
-            var logits = new float[spec.Vocab];
-            var w = Stopwatch.StartNew();
-            for (int i = 0; i < decodeTokens; i++)
-            {
-                one[0] = rng.Next(spec.Vocab);
-                using var e = m.Text.Embed(one);
-                using var l = m.Forward(e, seq, allLogits: false);
-                backend.ToHost(l, logits);
-            }
-            return w.Elapsed.TotalMilliseconds / decodeTokens;
-        });
+        var (prefillTokS, decodeTokS) = QuantBench.TextSpeed(m, runs, promptTokens, decodeTokens);
 
         if (profiler is not null)
         {
@@ -101,14 +69,14 @@ internal static class VlmBench
 
         long perLayer = (long)spec.Hidden * spec.Heads * spec.HeadDim * 2 + (long)spec.Hidden * spec.KvHeads * spec.HeadDim * 2 + 3L * spec.Hidden * spec.Intermediate;
         long weightBytes = 4 * (perLayer * spec.Layers + (long)spec.Vocab * spec.Hidden); // F32; a tied lm_head is read in full
-        double decodeTokS = 1000 / decodeMsPerToken, bound = bandwidth * 1e9 / weightBytes;
+        double bound = bandwidth * 1e9 / weightBytes;
         return new Dictionary<string, object>
         {
             ["model"] = Path.GetFullPath(dir), ["model_type"] = m.ModelType, ["backend"] = backend.Name, ["threads"] = threads,
             ["load_ms"] = Math.Round(loadMs, 1),
             ["image_encode_ms"] = Math.Round(imageMs, 1),
             [$"ttft_ms_1image_{ttftIds.Length}tok"] = Math.Round(ttftMs, 1),
-            [$"prefill_tok_s_{promptTokens}"] = Math.Round(promptTokens / (prefillMs / 1000), 1),
+            [$"prefill_tok_s_{promptTokens}"] = Math.Round(prefillTokS, 1),
             ["decode_tok_s"] = Math.Round(decodeTokS, 2),
             ["decode_weight_bytes_per_token"] = weightBytes,
             ["read_bandwidth_gb_s"] = Math.Round(bandwidth, 2),
