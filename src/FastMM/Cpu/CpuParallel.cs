@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Runtime.ExceptionServices;
 
 namespace FastMM.Cpu;
@@ -64,6 +65,13 @@ public static class CpuParallel
 
     private static class Pool
     {
+        /// <summary>
+        /// How long an idle worker polls for the next call before it blocks. Decode issues a parallel call every few
+        /// microseconds with single-threaded work between; waking a blocked thread costs several microseconds (more in
+        /// a VM), which at ~120 small matmuls a token adds up to a tenth of the token.
+        /// </summary>
+        private static readonly long s_spinTicks = Stopwatch.Frequency / 10_000; // 100 µs
+
         private static readonly SemaphoreSlim s_wake = new(0);
         private static readonly ManualResetEventSlim s_done = new(false);
         private static readonly object s_grow = new();
@@ -121,6 +129,19 @@ public static class CpuParallel
             }
         }
 
+        /// <summary>Takes one count of <see cref="s_wake"/> (one worker's place in a call): polls first, then blocks.</summary>
+        private static void WaitForCall()
+        {
+            if (s_wake.Wait(0)) return;
+            long deadline = Stopwatch.GetTimestamp() + s_spinTicks;
+            while (Stopwatch.GetTimestamp() < deadline)
+            {
+                Thread.SpinWait(8);
+                if (s_wake.CurrentCount > 0 && s_wake.Wait(0)) return;
+            }
+            s_wake.Wait();
+        }
+
         private static void EnsureWorkers(int needed)
         {
             if (Volatile.Read(ref s_workerCount) >= needed) return;
@@ -139,7 +160,7 @@ public static class CpuParallel
         {
             while (true)
             {
-                s_wake.Wait();
+                WaitForCall();
                 Drain();
                 if (Interlocked.Decrement(ref s_pending) == 0) s_done.Set();
             }

@@ -129,6 +129,8 @@ public static unsafe class QuantGemm
         private byte* _w;
         private nint _rowBytes;
         private int _m, _k, _n, _run, _quantizeRows;
+        private bool _split;
+        private float* _splitScratch;
         private BlockQuantFormat? _format;
         private Activation _act;
         private QuantPath _path;
@@ -143,9 +145,12 @@ public static unsafe class QuantGemm
             int blocks = k / BlockQuantFormat.ActivationBlock;
             nint uStride = (k + 63) & ~63; // each row's bytes start on a cache line
             long uFloats = m * uStride / sizeof(float), perBlock = (long)m * blocks;
-            float* buffer = _activations.Get(checked((int)(uFloats + 9 * perBlock)));
+            _split = m == 1 && path == QuantPath.Avx512 && format.UsesSplitActivations;
+            int splitFloats = _split ? SplitActivations.FloatsFor(blocks) : 0;
+            float* buffer = _activations.Get(checked((int)(uFloats + 9 * perBlock + splitFloats + 16)));
             float* d8 = buffer + uFloats;
             _rows = new QuantizedRows((byte*)buffer, d8, d8 + 8 * perBlock, uStride, blocks);
+            _splitScratch = (float*)(((nint)(d8 + 9 * perBlock) + 63) & ~(nint)63);
 
             // Quantizing X is cheap: split it only when it is big enough to pay for a pool hand-off.
             _quantizeRows = Math.Max(1, 16384 / k);
@@ -171,6 +176,11 @@ public static unsafe class QuantGemm
                 {
                     var row = _rows.From(r);
                     QuantizeRow(_x + (long)r * _k, _k, row.U, row.D8, row.ScaledSums);
+                }
+                if (_split) // m = 1: one quantize task
+                {
+                    var rows = _rows;
+                    _rows = new QuantizedRows(rows.U, rows.D8, rows.ScaledSums, rows.UStride, rows.Blocks, SplitActivations.Build(rows, _splitScratch));
                 }
                 return;
             }

@@ -23,15 +23,18 @@ internal enum QuantPath
 /// its scale d repeated 8 times (one per lane of a block's 8 int32 sums) at D8 + (r·Blocks + b)·8, and d·Σq at
 /// ScaledSums + r·Blocks + b (the int4 formats' min multiplies it).
 /// </summary>
-internal readonly unsafe struct QuantizedRows(byte* u, float* d8, float* scaledSums, nint uStride, int blocks)
+internal readonly unsafe struct QuantizedRows(byte* u, float* d8, float* scaledSums, nint uStride, int blocks, SplitActivations split = default)
 {
     public readonly byte* U = u;
     public readonly float* D8 = d8;
     public readonly float* ScaledSums = scaledSums;
     public readonly nint UStride = uStride;
     public readonly int Blocks = blocks;
+    /// <summary>Row 0 rearranged for <see cref="Q4_0Gemv"/> when the caller built it (decode of Q4_0 weights); else null pointers.</summary>
+    public readonly SplitActivations Split = split;
 
-    public QuantizedRows From(int row) => new(U + row * UStride, D8 + (nint)row * Blocks * 8, ScaledSums + row * Blocks, UStride, Blocks);
+    public QuantizedRows From(int row) => new(U + row * UStride, D8 + (nint)row * Blocks * 8, ScaledSums + row * Blocks, UStride, Blocks,
+                                              row == 0 ? Split : default);
 }
 
 /// <summary>

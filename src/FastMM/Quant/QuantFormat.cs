@@ -71,6 +71,9 @@ public abstract unsafe class BlockQuantFormat : QuantFormat
     /// y[r·ldy + j] = Σ W·X (+ bias[j]).
     /// </summary>
     internal abstract void Dot(QuantPath path, int xRows, byte* w, nint rowBytes, int wRows, in QuantizedRows x, float* y, nint ldy, float* bias);
+
+    /// <summary>Whether a one-row product on the AVX-512 path wants <see cref="QuantizedRows.Split"/> built (its decode GEMV reads it).</summary>
+    internal virtual bool UsesSplitActivations => false;
 }
 
 /// <summary>fp16 helpers for the block scales.</summary>
@@ -229,8 +232,15 @@ internal sealed unsafe class Q4_0Format() : BlockQuantFormat(QuantType.Q4_0, "q4
         }
     }
 
+    internal override bool UsesSplitActivations => Q4_0Gemv.IsSupported;
+
     internal override void Dot(QuantPath path, int xRows, byte* w, nint rowBytes, int wRows, in QuantizedRows x, float* y, nint ldy, float* bias)
-        => QuantKernels.Run<Q4_0Blocks>(path, xRows, w, rowBytes, wRows, x, y, ldy, bias);
+    {
+        if (xRows == 1 && path == QuantPath.Avx512 && x.Split.Split != null)
+            Q4_0Gemv.Run(w, rowBytes, wRows, x.Blocks, x.Split, y, bias);
+        else
+            QuantKernels.Run<Q4_0Blocks>(path, xRows, w, rowBytes, wRows, x, y, ldy, bias);
+    }
 }
 
 /// <summary>

@@ -216,6 +216,39 @@ public class QuantGemmTests
     }
 
     [Fact]
+    public void Q4_0DecodeGemv_MatchesTheGeneralKernel_OnEveryTailAndThreadCount()
+    {
+        // The one-row Q4_0 kernel (AVX-512 VBMI) reads 4 blocks per step with masked loads for the last 1–3: check every
+        // tail length, odd row counts (pairs plus a single row), rows ending at the matrix's last byte, and that
+        // threads agree bit for bit (each thread has its own tail handling). The general kernel runs for M = 2, so its
+        // first row is the same product computed another way.
+        if (!Q4_0Gemv.IsSupported || CpuFeatures.Detected < SimdLevel.Avx512) return; // AVX-512 VBMI only
+        int seed = NewSeed(); var rng = new Random(seed);
+        foreach (int blocks in new[] { 1, 2, 3, 4, 5, 6, 7, 18, 48 })
+            foreach (int n in new[] { 1, 2, 3, 257 })
+            {
+                int k = 32 * blocks;
+                var w = QuantizedMatrix.Quantize(QuantTestData.Weights(rng, n, k, 32), n, k, QuantType.Q4_0);
+                var x = QuantTestData.Activations(rng, 2, k);
+                float[]? single = null;
+                foreach (int threads in new[] { 1, 2 })
+                {
+                    float[] y = [];
+                    With(SimdLevel.Avx512, true, threads, () => y = Run(w, x.AsSpan(0, k).ToArray(), 1, null));
+                    single ??= y;
+                    Assert.True(single.AsSpan().SequenceEqual(y), $"K={k} N={n}: {threads} threads differ from 1 (seed {seed})");
+                }
+                float[] pair = [];
+                With(SimdLevel.Avx512, true, 1, () => pair = Run(w, x, 2, null));
+                var reference = Reference(w.DequantizeAll(), QuantizedX(x, 2, k), null, 2, n, k);
+                double err = Error(single!, (reference.Y[..n], reference.Magnitude[..n]));
+                Assert.True(err <= ExactTolerance, $"decode GEMV K={k} N={n}: rel L2 {err:E2} (seed {seed})");
+                double general = RelativeL2(single!, pair.Take(n).Select(v => (double)v).ToArray());
+                Assert.True(general <= ExactTolerance, $"decode GEMV vs general kernel K={k} N={n}: rel L2 {general:E2} (seed {seed})");
+            }
+    }
+
+    [Fact]
     public void ActivationQuantization_IsIdenticalOnEveryLevel_AndFollowsItsFormula()
     {
         int seed = NewSeed(); var rng = new Random(seed);
