@@ -49,9 +49,10 @@ def objs_caption(objs):
     return "a photo of " + (parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1])
 
 
-def hard_negatives(rng, scene, k):
+def hard_negatives(rng, scene, k, kinds=("colour", "colour", "shape", "shape", "swap", "swap", "count")):
     """k captions that differ from the scene's in one detail: a colour, a shape, the order of two objects,
-    one object dropped or one added. Always different from the true caption (no two identical objects)."""
+    one object dropped or one added (drawn from `kinds`). Always different from the true caption (no two
+    identical objects)."""
     objs = [(o["color"], o["shape"]) for o in scene["objects"]]
     true = objs_caption(objs)
     out = []
@@ -59,7 +60,7 @@ def hard_negatives(rng, scene, k):
     while len(out) < k and tries < 100:
         tries += 1
         o = list(objs)
-        kind = rng.choice(["colour", "colour", "shape", "shape", "swap", "swap", "count"])
+        kind = rng.choice(kinds)
         i = rng.randrange(len(o))
         if kind == "colour":
             o[i] = (rng.choice([c for c in render.COLOUR_NAMES if c != o[i][0]]), o[i][1])
@@ -108,6 +109,30 @@ def recall_at_1(model, tok, seed, n, image_size, n_candidates=8):
     return hits / n
 
 
+@torch.no_grad()
+def shape_accuracy(model, tok, seed, n, image_size):
+    """How well the image embedding sees shape: the true caption against the two captions that differ from it only
+    in one object's shape (3-way choice, chance 1/3)."""
+    rng = random.Random(seed)
+    px, scenes = render_batch(rng, n, image_size, supersample_choices=(4,))
+    ie = model.encode_image(px)
+    hits = 0
+    for i, s in enumerate(scenes):
+        objs = [(o["color"], o["shape"]) for o in s["objects"]]
+        j = rng.randrange(len(objs))
+        cands = [objs_caption(objs)]
+        for shape in render.SHAPES:
+            o = list(objs)
+            if shape == o[j][1]:
+                continue
+            o[j] = (o[j][0], shape)
+            if len(set(o)) == len(o):
+                cands.append(objs_caption(o))
+        ids, mask = tokenize(tok, cands)
+        hits += int((model.encode_text(ids, mask) @ ie[i]).argmax().item() == 0)
+    return hits / n
+
+
 # ----------------------------------------------------------------------------- main
 
 
@@ -121,6 +146,10 @@ def main():
     ap.add_argument("--replay", help="a .train.json from an earlier run: repeat its exact per-step learning rates")
     ap.add_argument("--batch", type=int, default=96)
     ap.add_argument("--hard", type=int, default=2, help="hard-negative captions per image")
+    ap.add_argument("--shape-negatives", type=int, default=0,
+                    help="extra hard negatives per image that change only one object's shape")
+    ap.add_argument("--image-size", type=int, default=64)
+    ap.add_argument("--patch", type=int, default=8)
     ap.add_argument("--lr", type=float, default=1.5e-3)
     ap.add_argument("--warmup", type=int, default=100)
     ap.add_argument("--threads", type=int, default=2)
@@ -139,7 +168,7 @@ def main():
     make_shapes_tokenizer.build(tmp)
     tok = make_shapes_tokenizer.verify(tmp)
 
-    cfg = make_config()
+    cfg = make_config(vision=dict(image_size=a.image_size, patch_size=a.patch))
     S = cfg["vision_config"]["image_size"]
     model = ClipModel(cfg)
     gen = torch.Generator().manual_seed(a.seed)
@@ -183,6 +212,8 @@ def main():
         negs = []
         for s in scenes:
             negs += hard_negatives(rng, s, a.hard)
+            if a.shape_negatives:
+                negs += hard_negatives(rng, s, a.shape_negatives, kinds=("shape",))
         texts = caps + negs
         ids, mask = tokenize(tok, texts)
         ie = model.encode_image(px)
@@ -217,8 +248,10 @@ def main():
         if step % a.eval_every == 0:
             model.eval()
             r = recall_at_1(model, tok, 999_999, 200, S)
-            log.append(dict(step=step, seconds=round(time.time() - t_loop), loss=round(loss.item(), 4), recall_at_1=r))
-            print(f"  eval recall@1 (200 imgs, 8 cands) {r:.3f}", flush=True)
+            sa = shape_accuracy(model, tok, 999_998, 200, S)
+            log.append(dict(step=step, seconds=round(time.time() - t_loop), loss=round(loss.item(), 4), recall_at_1=r,
+                            shape_accuracy=sa))
+            print(f"  eval recall@1 (200 imgs, 8 cands) {r:.3f}; shape (true vs shape-changed captions) {sa:.3f}", flush=True)
 
     train_seconds = time.time() - t_loop
     print(f"trained {step} steps in {train_seconds / 60:.1f} min", flush=True)
@@ -273,14 +306,16 @@ def main():
 
     r = recall_at_1(m2, tok2, 999_999, 500, S)
     size = sum(os.path.getsize(os.path.join(a.out, f)) for f in os.listdir(a.out))
-    info = dict(seed=a.seed, steps=step, batch=a.batch, hard=a.hard, lr=a.lr, warmup=a.warmup, threads=a.threads,
+    sa = shape_accuracy(m2, tok2, 999_998, 500, S)
+    info = dict(seed=a.seed, steps=step, batch=a.batch, hard=a.hard, shape_negatives=a.shape_negatives,
+                image_size=a.image_size, patch=a.patch, quick_shape_accuracy_500=sa, lr=a.lr, warmup=a.warmup, threads=a.threads,
                 train_minutes=round(train_seconds / 60, 2), total_minutes=round((time.time() - t_start) / 60, 2),
                 params=n_params, folder_bytes=size, quick_recall_at_1_500=r, evals=log, config=cfg,
                 lr_per_step=lrs)
     with open(a.golden.replace(".npz", ".train.json"), "w") as f:
         json.dump(info, f, indent=2)
         f.write("\n")
-    print(f"saved {a.out} ({size / 1e6:.2f} MB); quick recall@1 (500 imgs) {r:.3f}")
+    print(f"saved {a.out} ({size / 1e6:.2f} MB); quick recall@1 (500 imgs) {r:.3f}; shape {sa:.3f}")
 
 
 if __name__ == "__main__":
