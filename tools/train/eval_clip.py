@@ -6,7 +6,7 @@
 Renders `count` fresh scenes with a seed different from training's (training uses seeds
 seed*1_000_003 + step for small seeds; the default here, 20240601, draws disjoint streams), across the whole
 size range 96-256 px with tinted backgrounds, anti-aliased (4x supersampling), preprocesses each image as the
-folder's CLIPImageProcessor says (bicubic resize to 64, centre crop, OpenAI mean/std), and for each image
+folder's CLIPImageProcessor says (bicubic resize to its size, centre crop, OpenAI mean/std), and for each image
 ranks 8 candidate texts: its own "a photo of ..." caption plus 7 captions of other random scenes (distinct
 from it and from each other; an identical caption could not be told apart). Reports recall@1, overall and by
 object count, with the PyTorch model loaded from the folder's F16 weights (computed in F32).
