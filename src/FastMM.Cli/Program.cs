@@ -1,6 +1,7 @@
 using System.CommandLine;
 using FastMM.Cli.Commands;
 using FastMM.Cuda;
+using FastMM.Ilgpu;
 
 namespace FastMM.Cli;
 
@@ -13,6 +14,7 @@ public static class Program
     {
         // Core knows no GPU code: the GPU backends this executable ships are registered here.
         CudaBackend.Register();
+        IlgpuBackend.Register();
         var root = new RootCommand("fastmm — run vision-language models from Hugging Face folders");
         root.Add(CommonOptions.Backend);
         root.Add(CommonOptions.Threads);
@@ -25,6 +27,7 @@ public static class Program
         root.Add(SearchCommand.Create(stdout, stderr));
         root.Add(RankCommand.Create(stdout, stderr));
         root.Add(BenchCommand.Create(stdout, stderr));
+        root.Add(ConformanceCommand.Create(stdout, stderr));
         root.Add(AskCommand.Create(stdout, stderr));
         root.Add(AskCommand.Create(stdout, stderr, caption: true));
         root.Add(ChatCommand.Create(stdin ?? TextReader.Null, stdout, stderr));

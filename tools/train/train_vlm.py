@@ -39,21 +39,51 @@ COLOURS, SHAPES = render.COLOUR_NAMES, render.SHAPES
 # ----------------------------------------------------------------------------- data
 
 
-def scene_qa(rng, scene, n_existence):
-    """Every question of the spec's table that applies, except existence: n_existence distinct ones of the 12,
-    each a "yes" with probability 1/2 (the full table is mostly "no")."""
-    qa = [(q["question"], q["answer"]) for q in render.questions(scene) if q["kind"] != "existence"]
+KINDS = ("caption", "count", "colour of shape", "shape of colour", "existence", "leftmost", "rightmost")
+
+
+def parse_kind_weights(text):
+    """"caption=2,leftmost=3,..." -> {kind: weight}; kinds not named weigh 1. Empty: None (every question alike)."""
+    if not text:
+        return None
+    w = {k: 1.0 for k in KINDS}
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        k, _, v = item.rpartition("=")
+        if k not in w:
+            raise SystemExit(f"--kind-weights: unknown question kind {k!r} (kinds: {', '.join(KINDS)})")
+        w[k] = float(v)
+    return w
+
+
+def scene_qa(rng, scene, n_existence, kind_weights, max_turns):
+    """Up to max_turns distinct questions of the spec's table that apply to the scene, in random order: every question
+    alike when kind_weights is None (v2's recipe), else drawn without replacement so that each kind is picked in
+    proportion to its weight (split evenly over that kind's questions). Existence is n_existence distinct ones of the
+    12, each a "yes" with probability 1/2 (the full table is mostly "no")."""
+    qa = [(q["question"], q["answer"], q["kind"]) for q in render.questions(scene) if q["kind"] != "existence"]
     present = [(o["color"], o["shape"]) for o in scene["objects"]]
     absent = [(c, s) for c in COLOURS for s in SHAPES if (c, s) not in present]
     yes, no = list(present), list(absent)
     for _ in range(n_existence):
         pool = yes if (yes and rng.random() < 0.5) or not no else no
         c, s = pool.pop(rng.randrange(len(pool)))
-        qa.append((f"Is there a {c} {s}?", "yes" if (c, s) in present else "no"))
-    return qa
+        qa.append((f"Is there a {c} {s}?", "yes" if (c, s) in present else "no", "existence"))
+    if kind_weights is None:
+        rng.shuffle(qa)
+        return [x[:2] for x in qa[:max_turns]]
+    per_kind = {}
+    for _, _, k in qa:
+        per_kind[k] = per_kind.get(k, 0) + 1
+    weights = [kind_weights[k] / per_kind[k] for _, _, k in qa]
+    picked = []
+    while qa and len(picked) < max_turns:
+        i = rng.choices(range(len(qa)), weights=weights)[0]
+        picked.append(qa.pop(i)[:2])
+        weights.pop(i)
+    return picked
 
 
-def make_batch(rng, tok, n, image_size, n_img, stage, n_existence, max_turns):
+def make_batch(rng, tok, n, image_size, n_img, stage, a):
     px, seqs = [], []
     for _ in range(n):
         sc = render.sample_scene(rng)
@@ -62,11 +92,9 @@ def make_batch(rng, tok, n, image_size, n_img, stage, n_existence, max_turns):
         if stage == 1:
             qa = [("Describe the image.", render.caption(sc))]
         else:
-            # up to max_turns of the scene's questions in random order (the image's tokens are paid for once), so
-            # each kind is also often the first turn, which is exactly the single-question prompt used at inference
-            qa = scene_qa(rng, sc, n_existence)
-            rng.shuffle(qa)
-            qa = qa[:max_turns]
+            # the picked questions come in random order (the image's tokens are paid for once), so each kind is
+            # also often the first turn, which is exactly the single-question prompt used at inference
+            qa = scene_qa(rng, sc, a.existence, a.kind_weights, a.max_turns)
         seqs.append(sv.encode_conversation(tok, qa, n_img))
     ids, labels = sv.batch_tensors(seqs)
     return torch.from_numpy(np.stack(px)), ids, labels
@@ -126,7 +154,7 @@ def run_stage(name, model, opt, tok, a, minutes, stage, step0, image_size, n_img
         for g, b in zip(opt.param_groups, base_lrs):
             g["lr"] = b * f
         rng = random.Random(a.seed * 1_000_003 + step0 + step)
-        px, ids, labels = make_batch(rng, tok, a.batch, image_size, n_img, stage, a.existence, a.max_turns)
+        px, ids, labels = make_batch(rng, tok, a.batch, image_size, n_img, stage, a)
         logits = model(ids, px)
         loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
                                ignore_index=-100)
@@ -159,6 +187,8 @@ def main():
     ap.add_argument("--batch", type=int, default=32, help="conversations (images) per step")
     ap.add_argument("--existence", type=int, default=3, help="existence questions per conversation (of the 12)")
     ap.add_argument("--max-turns", type=int, default=2, help="questions per conversation, at most")
+    ap.add_argument("--kind-weights", default="", type=parse_kind_weights,
+                    help='how often each question kind is drawn, e.g. "leftmost=3,rightmost=3" (others weigh 1); default: every question alike')
     ap.add_argument("--lr", type=float, default=1.5e-3)
     ap.add_argument("--vision-lr", type=float, default=1.5e-3)
     ap.add_argument("--warmup", type=int, default=50)
@@ -281,7 +311,7 @@ def main():
     acc, kinds = exact_match(m2, tok, 777_777, 200, S, n_img)
     print(f"final exact match (200 scenes, saved F16 weights, teacher-forced): {acc:.4f} {kinds}", flush=True)
     size = sum(os.path.getsize(os.path.join(a.out, f)) for f in os.listdir(a.out))
-    info = dict(seed=a.seed, image_size=a.image_size, batch=a.batch, existence=a.existence, max_turns=a.max_turns, lr=a.lr, vision_lr=a.vision_lr, warmup=a.warmup, threads=a.threads,
+    info = dict(seed=a.seed, image_size=a.image_size, batch=a.batch, existence=a.existence, max_turns=a.max_turns, kind_weights=a.kind_weights, lr=a.lr, vision_lr=a.vision_lr, warmup=a.warmup, threads=a.threads,
                 steps_align=steps1, steps_tune=steps2, minutes_align=round(sec1 / 60, 2),
                 minutes_tune=round(sec2 / 60, 2), total_minutes=round((time.time() - t_start) / 60, 2),
                 params=n_params, folder_bytes=size, final_exact_match_200=acc, final_per_kind=kinds, evals=log,

@@ -195,14 +195,35 @@ public class CliTests
 
     [Theory]
     [InlineData("cuda", "backend 'cuda' is not available")]
-    [InlineData("ilgpu", "backend 'ilgpu' is not available")]
+    [InlineData("ilgpu", "backend 'ilgpu' is not available: ilgpu: ILGPU found no CUDA or OpenCL GPU")]
+    [InlineData("ilgpu:cuda", "backend 'ilgpu' is not available: ilgpu: ILGPU found no CUDA GPU")]
+    [InlineData("ilgpu:tpu", "ilgpu: unknown device 'tpu'")]
+    [InlineData("cpu:2", "backend 'cpu' takes no option (got '2')")]
     [InlineData("tpu", "unknown backend 'tpu'")]
     public void UnavailableBackendIsAnErrorNotAFallback(string backend, string expected)
     {
+        // (This machine class has no GPU: a GPU machine runs the GPU backends' checks through scripts/device-check.sh.)
         var (code, output, err) = Run("embed", "--model", TestPaths.Model("tiny-clip"), "--text", "hi", "--backend", backend);
         Assert.Equal(1, code);
         Assert.Equal("", output);
         Assert.Contains(expected, err);
+    }
+
+    [Fact]
+    public void IlgpuOnTheCpuAcceleratorGivesTheCpuBackendsEmbeddings()
+    {
+        string[] args = ["embed", "--model", TestPaths.Model("tiny-clip"), "--text", "a photo of a cat", "--image", Path.Combine(TestPaths.Data, "images", "shapes_300x200.png")];
+        var (code, cpuOut, err) = Run(args);
+        Assert.True(code == 0, err);
+        var (code2, ilgpuOut, err2) = Run([.. args, "--backend", "ilgpu:cpu"]);
+        Assert.True(code2 == 0, err2);
+        float[] Embeddings(string json)
+        {
+            using var doc = System.Text.Json.JsonDocument.Parse(json);
+            return doc.RootElement.GetProperty("images").EnumerateArray().Concat(doc.RootElement.GetProperty("texts").EnumerateArray())
+                .SelectMany(e => e.GetProperty("embedding").EnumerateArray().Select(v => v.GetSingle())).ToArray();
+        }
+        Compare.Close("ilgpu:cpu vs cpu embeddings", Embeddings(ilgpuOut), Embeddings(cpuOut), 1e-5);
     }
 
     [Fact]

@@ -59,11 +59,13 @@ public class CudaHostTests
     }
 
     [Fact]
-    public void UnregisteredGpuBackendSaysSo()
+    public void RegistryRefusesOptionsABackendDoesNotTakeAndTheCpuSlot()
     {
-        var e = Assert.Throws<FastMMException>(() => BackendRegistry.Create("ilgpu"));
-        Assert.Equal("backend 'ilgpu' is not available: this build has no ilgpu backend registered; use --backend cpu", e.Message);
+        CudaBackend.Register();
+        var e = Assert.Throws<FastMMException>(() => BackendRegistry.Create("cuda:1"));
+        Assert.Equal("backend 'cuda' takes no option (got '1')", e.Message);
         Assert.Throws<ArgumentException>(() => BackendRegistry.Register("cpu", () => new CpuBackend()));
+        Assert.Throws<ArgumentException>(() => BackendRegistry.Register("tpu", () => new CpuBackend()));
     }
 
     [Theory]

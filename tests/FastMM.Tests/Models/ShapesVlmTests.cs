@@ -15,19 +15,28 @@ namespace FastMM.Tests.Models;
 /// PyTorch's forward pass of the same weights, and the model answers what it has learnt (counts, colours) end to end.
 /// </summary>
 [Collection("cli")]
-public class ShapesVlmTests
+public class ShapesVlmTests(BackendCache backends) : IClassFixture<BackendCache>
 {
     private static string ModelDir => Path.Combine(AppContext.BaseDirectory, "bundled", "shapes-vlm");
     private static string Samples => Path.Combine(AppContext.BaseDirectory, "samples");
 
-    [Theory]
-    [InlineData(0)] // one red circle, "What color is the circle?"
-    [InlineData(1)] // three objects, "Describe the image."
-    public void LogitsAndGreedyAnswerMatchThePyTorchForward(int i)
+    /// <summary>Golden 0: one red circle, "What color is the circle?"; golden 1: three objects, "Describe the image.". On every backend.</summary>
+    public static TheoryData<int, string> Goldens()
     {
-        string source = $"shapes-vlm.npz[{i}]";
+        var data = new TheoryData<int, string>();
+        foreach (var backend in new[] { "cpu" }.Concat(MachineBackends.Names))
+            foreach (int i in new[] { 0, 1 })
+                data.Add(i, backend);
+        return data;
+    }
+
+    [Theory]
+    [MemberData(nameof(Goldens))]
+    public void LogitsAndGreedyAnswerMatchThePyTorchForward(int i, string backendName)
+    {
+        string source = $"shapes-vlm.npz[{i}] on {backendName}";
         var g = Npz.Read(Path.Combine(AppContext.BaseDirectory, "bundled-goldens", "shapes-vlm.npz"));
-        using var backend = new CpuBackend();
+        var backend = backends.Get(backendName);
         using var m = ModelLoader.LoadVisionLanguageModel(ModelDir, backend);
         var text = TextInput.FromNpy(g[$"input_ids_{i}"], null, source);
         using var f = VlmTensors.ImageFeatures(m, g[$"pixel_values_{i}"], null, source);

@@ -13,7 +13,7 @@ namespace FastMM.Tests.Models;
 /// PyTorch reference (tools/reference/make_vlm_reference.py): image features and logits at every real position
 /// within relative L2 1e-4, and greedy generation token for token.
 /// </summary>
-public class VlmGoldenTests
+public class VlmGoldenTests(BackendCache backends) : IClassFixture<BackendCache>
 {
     private const double Tolerance = 1e-4;
     // tiny-llava with an int8 KV cache against the F32 PyTorch logits: measured relative L2 7.8e-3 and mean KL 2.9e-5 nats
@@ -23,7 +23,21 @@ public class VlmGoldenTests
 
     public static TheoryData<string> Models => new() { "tiny-llava", "tiny-llava-f16", "tiny-llava-qwen", "tiny-idefics3" };
 
-    private static (VisionLanguageModel Model, Dictionary<string, NpyArray> G, TextInput Text) Load(CpuBackend backend, string model, string golden)
+    /// <summary>
+    /// Every model on the CPU and on every GPU backend this machine has (the same goldens hold for all); on ILGPU's (slow)
+    /// CPU accelerator one model per family.
+    /// </summary>
+    public static TheoryData<string, string> ModelsOnBackends()
+    {
+        var data = new TheoryData<string, string>();
+        foreach (var backend in new[] { "cpu" }.Concat(MachineBackends.Names))
+            foreach (var model in new[] { "tiny-llava", "tiny-llava-f16", "tiny-llava-qwen", "tiny-idefics3" })
+                if (backend != "ilgpu:cpu" || model is "tiny-llava" or "tiny-idefics3")
+                    data.Add(model, backend);
+        return data;
+    }
+
+    private static (VisionLanguageModel Model, Dictionary<string, NpyArray> G, TextInput Text) Load(IBackend backend, string model, string golden)
     {
         var g = Npz.Read(TestPaths.Golden(golden));
         var m = ModelLoader.LoadVisionLanguageModel(TestPaths.Model(model), backend);
@@ -31,10 +45,10 @@ public class VlmGoldenTests
     }
 
     [Theory]
-    [MemberData(nameof(Models))]
-    public void ImageFeaturesAndLogitsMatch(string model)
+    [MemberData(nameof(ModelsOnBackends))]
+    public void ImageFeaturesAndLogitsMatch(string model, string backendName)
     {
-        using var backend = new CpuBackend();
+        var backend = backends.Get(backendName);
         var (m, g, text) = Load(backend, model, model);
         using (m)
         {
@@ -121,10 +135,10 @@ public class VlmGoldenTests
     }
 
     [Theory]
-    [MemberData(nameof(Models))]
-    public void GreedyGenerationMatchesTokenForToken(string model)
+    [MemberData(nameof(ModelsOnBackends))]
+    public void GreedyGenerationMatchesTokenForToken(string model, string backendName)
     {
-        using var backend = new CpuBackend();
+        var backend = backends.Get(backendName);
         var (m, g, text) = Load(backend, model, model);
         using (m)
         {
