@@ -7,7 +7,7 @@
 #       build/device/fastmm-linux-x64.tar.xz (xz: the tree that travels must stay under 64 MiB)
 #   there:                            scripts/device-check.sh            (carry build/device and build/kernels)
 #       1. conformance of --backend cuda and --backend ilgpu:cuda against the CPU reference (every op, random inputs)
-#       2. the bundled shapes-vlm answers the evaluation scenes identically on cuda / ilgpu:cuda and on the CPU
+#       2. the bundled shapes-vlm scores the evaluation scenes exactly as on the CPU (per-kind exact match) on cuda / ilgpu:cuda
 #       3. every kernels/*.cu entry point against PyTorch, with timings (tools/cuda-check/check_kernels.py --bench)
 #       4. fastmm bench of SmolVLM-256M-shaped random weights at F16, Q8_0 and Q4_0 on cuda
 #    and prints one table. Logs go to $OUT (or build/device-out). Exit status 1 when a check failed.
@@ -63,7 +63,7 @@ a, b = (json.load(open(p)) for p in sys.argv[1:3])
 strip = lambda r: {k: v for k, v in r.items() if "second" not in k and "time" not in k and "backend" not in k}
 sys.exit(0 if strip(a) == strip(b) else 1)
 PY
-  then status["shapes-vlm eval $b"]="FAILED (answers differ from the CPU's)"; fi
+  then status["shapes-vlm eval $b"]="FAILED (per-kind accuracy differs from the CPU's)"; fi
 done
 
 run "kernels vs PyTorch" kernels.txt env PYTHONUNBUFFERED=1 python3 tools/cuda-check/check_kernels.py build/kernels --bench

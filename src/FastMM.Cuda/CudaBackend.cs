@@ -649,14 +649,7 @@ public sealed unsafe class CudaBackend : IBackend
     public Tensor SelectRows(Tensor x, ReadOnlySpan<int> positions)
     {
         int b = x.Dim(0), t = x.Dim(1), d = x.Dim(2);
-        if (positions.Length != b) throw new ArgumentException("SelectRows: one position per batch row");
-        var index = new int[b];
-        for (int i = 0; i < b; i++)
-        {
-            if ((uint)positions[i] >= (uint)t) throw new ArgumentOutOfRangeException(nameof(positions));
-            index[i] = i * t + positions[i];
-        }
-        return GatherRows(x, index, d, b, d);
+        return GatherRows(x, BackendArgs.SelectedRows(b, t, positions), d, b, d);
     }
 
     public Tensor Repeat(Tensor row, int batch)

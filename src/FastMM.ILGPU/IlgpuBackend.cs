@@ -37,6 +37,8 @@ public sealed class IlgpuBackend : IBackend
     private long _pooledBytes;
     private const long MaxPooledBytes = 512L << 20;
     private MemoryBuffer1D<int, Stride1D.Dense>? _indices;
+    private MemoryBuffer1D<sbyte, Stride1D.Dense>? _qx;
+    private Buffer? _dx, _sx;
     private readonly Buffer _empty;
     private readonly MemoryBuffer1D<sbyte, Stride1D.Dense> _emptyBytes;
     private readonly MemoryBuffer1D<int, Stride1D.Dense> _emptyInts;
@@ -263,13 +265,13 @@ public sealed class IlgpuBackend : IBackend
 
     public LinearWeight Linear(in TensorData weight, in TensorData? bias)
     {
-        var (n, k, b) = CheckLinear(weight, bias);
+        var (n, k, b) = BackendArgs.Linear(weight, bias);
         return Linear(weight.ToFloatArray(), n, k, b);
     }
 
     public LinearWeight Linear(in TensorData weight, in TensorData? bias, QuantType type)
     {
-        var (n, k, b) = CheckLinear(weight, bias);
+        var (n, k, b) = BackendArgs.Linear(weight, bias);
         var w = weight.ToFloatArray();
         bool plainAsStored = type switch { QuantType.F32 => weight.DType == DType.F32, QuantType.F16 => weight.DType == DType.F16, QuantType.BF16 => weight.DType == DType.BF16, _ => false };
         if (plainAsStored) return Linear(w, n, k, b);
@@ -306,19 +308,6 @@ public sealed class IlgpuBackend : IBackend
         catch { bytes.Dispose(); throw; }
     }
 
-    private static (int N, int K, float[] Bias) CheckLinear(in TensorData weight, in TensorData? bias)
-    {
-        if (weight.Shape.Length != 2) throw new FastMMException($"tensor '{weight.Name}': a Linear weight must be 2-D, got {weight.ShapeString}");
-        int n = weight.Shape[0], k = weight.Shape[1];
-        float[] b = [];
-        if (bias is TensorData bd)
-        {
-            if (bd.Shape.Length != 1 || bd.Shape[0] != n) throw new FastMMException($"tensor '{bd.Name}': bias shape {bd.ShapeString} does not match weight {weight.ShapeString}");
-            b = bd.ToFloatArray();
-        }
-        return (n, k, b);
-    }
-
     // ---------------------------------------------------------------- ops
 
     private void Gemm(ArrayView<float> a, ArrayView<float> b, Buffer? bias, ArrayView<float> c, int m, int n, int k, Activation act)
@@ -350,19 +339,25 @@ public sealed class IlgpuBackend : IBackend
     private void QuantLinear(Tensor x, int m, IlgpuQuantLinear w, Tensor y, Activation act)
     {
         int k = w.InFeatures, blocks = k / 32;
-        using var qx = _accelerator.Allocate1D<sbyte>((long)m * k);
-        using var dx = _accelerator.Allocate1D<float>((long)m * blocks);
-        using var sx = _accelerator.Allocate1D<float>((long)m * blocks);
+        long values = (long)m * k;
+        CheckedInt(values, "a quantized Linear input");
+        // Grow-only scratch for the int8 activations: only kernels on this one stream touch it, so reuse needs no sync.
+        if (_qx is null || _qx.Length < values)
+        {
+            _qx?.Dispose(); _dx?.Dispose(); _sx?.Dispose();
+            _qx = _accelerator.Allocate1D<sbyte>(values);
+            _dx = _accelerator.Allocate1D<float>(values / 32);
+            _sx = _accelerator.Allocate1D<float>(values / 32);
+        }
         _quantize ??= _accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<sbyte>, ArrayView<float>, ArrayView<float>>(K.QuantizeActivations);
-        _quantize(m * blocks, View(x), qx.View, dx.View, sx.View);
+        _quantize(m * blocks, View(x), _qx.View, _dx!.View, _sx!.View);
         _quantLinear ??= _accelerator.LoadStreamKernel<ArrayView<byte>, ArrayView<sbyte>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, QuantShape>(K.QuantLinear);
         var s = w.Shape;
         s.M = m;
         s.HasBias = w.Bias is null ? 0 : 1;
         s.Act = (int)act;
-        _quantLinear(new KernelConfig(new Index2D(w.OutFeatures, m), new Index2D(K.RowGroup, 1)), w.Bytes.View, qx.View, dx.View, sx.View,
+        _quantLinear(new KernelConfig(new Index2D(w.OutFeatures, m), new Index2D(K.RowGroup, 1)), w.Bytes.View, _qx.View, _dx.View, _sx.View,
             w.Bias?.View ?? _empty.View, View(y), s);
-        _accelerator.Synchronize(); // the scratch buffers are freed on return
     }
 
     public Tensor MatMulTransposed(Tensor a, Tensor b)
@@ -659,14 +654,7 @@ public sealed class IlgpuBackend : IBackend
     public Tensor SelectRows(Tensor x, ReadOnlySpan<int> positions)
     {
         int b = x.Dim(0), t = x.Dim(1), d = x.Dim(2);
-        if (positions.Length != b) throw new ArgumentException("SelectRows: one position per batch row");
-        var rows = new int[b];
-        for (int i = 0; i < b; i++)
-        {
-            if ((uint)positions[i] >= (uint)t) throw new ArgumentOutOfRangeException(nameof(positions));
-            rows[i] = i * t + positions[i];
-        }
-        return Gather(x, d, rows, b, d);
+        return Gather(x, d, BackendArgs.SelectedRows(b, t, positions), b, d);
     }
 
     public Tensor Repeat(Tensor row, int batch)
@@ -715,6 +703,7 @@ public sealed class IlgpuBackend : IBackend
             foreach (var b in stack) b.Dispose();
         _pool.Clear();
         _indices?.Dispose();
+        _qx?.Dispose(); _dx?.Dispose(); _sx?.Dispose();
         _empty.Dispose(); _emptyBytes.Dispose(); _emptyInts.Dispose();
         _accelerator.Dispose();
         _context.Dispose();

@@ -64,13 +64,13 @@ public sealed class CpuBackend : IBackend
 
     public LinearWeight Linear(in TensorData weight, in TensorData? bias)
     {
-        var (n, k, b) = CheckLinear(weight, bias);
+        var (n, k, b) = BackendArgs.Linear(weight, bias);
         return new CpuLinear(PackedWeight.Pack(weight.ToFloatArray(), n, k), b);
     }
 
     public LinearWeight Linear(in TensorData weight, in TensorData? bias, QuantType type)
     {
-        var (n, k, b) = CheckLinear(weight, bias);
+        var (n, k, b) = BackendArgs.Linear(weight, bias);
         var w = weight.ToFloatArray();
         var matrix = type == StorageType(weight.DType) ? null : QuantizedMatrix.Quantize(w, n, k, type, weight.Name);
         if (matrix?.Format is BlockQuantFormat) return new CpuQuantLinearWeight(matrix, b);
@@ -94,19 +94,6 @@ public sealed class CpuBackend : IBackend
         DType.BF16 => QuantType.BF16,
         _ => null,
     };
-
-    private static (int N, int K, float[] Bias) CheckLinear(in TensorData weight, in TensorData? bias)
-    {
-        if (weight.Shape.Length != 2) throw new FastMMException($"tensor '{weight.Name}': a Linear weight must be 2-D, got {weight.ShapeString}");
-        int n = weight.Shape[0], k = weight.Shape[1];
-        float[] b = [];
-        if (bias is TensorData bd)
-        {
-            if (bd.Shape.Length != 1 || bd.Shape[0] != n) throw new FastMMException($"tensor '{bd.Name}': bias shape {bd.ShapeString} does not match weight {weight.ShapeString}");
-            b = bd.ToFloatArray();
-        }
-        return (n, k, b);
-    }
 
     public LinearWeight Linear(ReadOnlySpan<float> weight, int outFeatures, int inFeatures, ReadOnlySpan<float> bias)
         => new CpuLinear(PackedWeight.Pack(weight, outFeatures, inFeatures), bias.ToArray());
