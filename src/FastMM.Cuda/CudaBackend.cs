@@ -192,14 +192,7 @@ public sealed unsafe class CudaBackend : IBackend
     /// <summary>F16/BF16 weights stay 16-bit (tensor-core GEMM) when K is a multiple of 32; otherwise they become F32.</summary>
     public LinearWeight Linear(in TensorData weight, in TensorData? bias)
     {
-        if (weight.Shape.Length != 2) throw new FastMMException($"tensor '{weight.Name}': a Linear weight must be 2-D, got {weight.ShapeString}");
-        int n = weight.Shape[0], k = weight.Shape[1];
-        float[] b = [];
-        if (bias is TensorData bd)
-        {
-            if (bd.Shape.Length != 1 || bd.Shape[0] != n) throw new FastMMException($"tensor '{bd.Name}': bias shape {bd.ShapeString} does not match weight {weight.ShapeString}");
-            b = bd.ToFloatArray();
-        }
+        var (n, k, b) = BackendArgs.Linear(weight, bias);
         if (weight.DType is DType.F16 or DType.BF16 && k % QuantBlock == 0)
         {
             var halves = new Half[weight.ElementCount];
@@ -422,11 +415,7 @@ public sealed unsafe class CudaBackend : IBackend
 
     public Tensor Attention(Tensor q, Tensor k, Tensor v, int heads, float scale, bool causal, Tensor? keyMask)
     {
-        int b = q.Dim(0), tq = q.Dim(1), hd = q.Dim(2), tk = k.Dim(1);
-        if (hd % heads != 0) throw new ArgumentException($"Attention: width {hd} is not divisible by {heads} heads");
-        if (k.Dim(0) != b || v.Dim(0) != b || k.Dim(2) != hd || v.Dim(2) != hd || v.Dim(1) != tk)
-            throw new ArgumentException($"Attention: q {q}, k {k}, v {v} do not agree");
-        if (keyMask is not null && keyMask.Length != (long)b * tk) throw new ArgumentException($"Attention: key mask {keyMask} is not [{b}, {tk}]");
+        var (b, tq, hd, tk) = BackendArgs.Attention(q, k, v, heads, keyMask);
         int headDim = hd / heads;
         string kernel = PrefillKernel(headDim, "Attention");
         var o = New(b, tq, hd);
@@ -600,10 +589,8 @@ public sealed unsafe class CudaBackend : IBackend
 
     public void SetRows(Tensor x, ReadOnlySpan<int> rows, Tensor values)
     {
-        int d = x.Dim(-1), n = (int)(x.Length / d);
-        if (values.Dim(-1) != d || values.Length / d != rows.Length) throw new ArgumentException($"SetRows: {values} does not hold {rows.Length} rows of {d}");
-        foreach (int r in rows)
-            if ((uint)r >= (uint)n) throw new ArgumentOutOfRangeException(nameof(rows), $"row {r} outside [0, {n})");
+        BackendArgs.SetRows(x, rows, values);
+        int d = x.Dim(-1);
         using var idx = Upload(rows);
         Launch(K.ScatterRows, rows.Length, 256, P(Ptr(x)), P(idx.Pointer), P(Ptr(values)), rows.Length, d);
     }

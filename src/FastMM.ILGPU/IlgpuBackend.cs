@@ -447,11 +447,7 @@ public sealed class IlgpuBackend : IBackend
 
     public Tensor Attention(Tensor q, Tensor k, Tensor v, int heads, float scale, bool causal, Tensor? keyMask)
     {
-        int b = q.Dim(0), tq = q.Dim(1), hd = q.Dim(2), tk = k.Dim(1);
-        if (hd % heads != 0) throw new ArgumentException($"Attention: width {hd} is not divisible by {heads} heads");
-        if (k.Dim(0) != b || v.Dim(0) != b || k.Dim(2) != hd || v.Dim(2) != hd || v.Dim(1) != tk)
-            throw new ArgumentException($"Attention: q {q}, k {k}, v {v} do not agree");
-        if (keyMask is not null && keyMask.Length != (long)b * tk) throw new ArgumentException($"Attention: key mask {keyMask} is not [{b}, {tk}]");
+        var (b, tq, hd, tk) = BackendArgs.Attention(q, k, v, heads, keyMask);
         var o = New(b, tq, hd);
         if (o.Length == 0) return o;
         var s = new AttentionShape
@@ -676,10 +672,8 @@ public sealed class IlgpuBackend : IBackend
 
     public void SetRows(Tensor x, ReadOnlySpan<int> rows, Tensor values)
     {
-        int d = x.Dim(-1), n = (int)(x.Length / d);
-        if (values.Dim(-1) != d || values.Length / d != rows.Length) throw new ArgumentException($"SetRows: {values} does not hold {rows.Length} rows of {d}");
-        foreach (int r in rows)
-            if ((uint)r >= (uint)n) throw new ArgumentOutOfRangeException(nameof(rows), $"row {r} outside [0, {n})");
+        BackendArgs.SetRows(x, rows, values);
+        int d = x.Dim(-1);
         if (rows.Length == 0) return;
         _scatter ??= _accelerator.LoadAutoGroupedStreamKernel<Index2D, ArrayView<float>, ArrayView<int>, ArrayView<float>, int>(K.ScatterRows);
         _scatter(new Index2D(rows.Length, d), View(values), Indices(rows), View(x), d);

@@ -29,4 +29,24 @@ internal static class BackendArgs
         }
         return rows;
     }
+
+    /// <summary>SetRows' arguments: values holds rows.Length rows of x's width, every row index inside x.</summary>
+    public static void SetRows(Tensor x, ReadOnlySpan<int> rows, Tensor values)
+    {
+        int d = x.Dim(-1), n = (int)(x.Length / d);
+        if (values.Dim(-1) != d || values.Length / d != rows.Length) throw new ArgumentException($"SetRows: {values} does not hold {rows.Length} rows of {d}");
+        foreach (int r in rows)
+            if ((uint)r >= (uint)n) throw new ArgumentOutOfRangeException(nameof(rows), $"row {r} outside [0, {n})");
+    }
+
+    /// <summary>Attention's shapes: q [B, Tq, H·D], k and v [B, Tk, H·D], key mask [B, Tk] → (B, Tq, H·D, Tk).</summary>
+    public static (int B, int Tq, int Width, int Tk) Attention(Tensor q, Tensor k, Tensor v, int heads, Tensor? keyMask)
+    {
+        int b = q.Dim(0), tq = q.Dim(1), hd = q.Dim(2), tk = k.Dim(1);
+        if (hd % heads != 0) throw new ArgumentException($"Attention: width {hd} is not divisible by {heads} heads");
+        if (k.Dim(0) != b || v.Dim(0) != b || k.Dim(2) != hd || v.Dim(2) != hd || v.Dim(1) != tk)
+            throw new ArgumentException($"Attention: q {q}, k {k}, v {v} do not agree");
+        if (keyMask is not null && keyMask.Length != (long)b * tk) throw new ArgumentException($"Attention: key mask {keyMask} is not [{b}, {tk}]");
+        return (b, tq, hd, tk);
+    }
 }

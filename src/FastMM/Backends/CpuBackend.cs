@@ -472,14 +472,10 @@ public sealed class CpuBackend : IBackend
     public void SetRows(Tensor x, ReadOnlySpan<int> rows, Tensor values)
     {
         Check(x); Check(values);
-        int d = x.Dim(-1), n = (int)(x.Length / d);
-        if (values.Dim(-1) != d || values.Length / d != rows.Length) throw new ArgumentException($"SetRows: {values} does not hold {rows.Length} rows of {d}");
+        BackendArgs.SetRows(x, rows, values); // every index checked before any row is written
+        int d = x.Dim(-1);
         var xd = Data(x); var vd = Data(values);
-        for (int i = 0; i < rows.Length; i++)
-        {
-            if ((uint)rows[i] >= (uint)n) throw new ArgumentOutOfRangeException(nameof(rows), $"row {rows[i]} outside [0, {n})");
-            vd.Slice(i * d, d).CopyTo(xd.Slice(rows[i] * d, d));
-        }
+        for (int i = 0; i < rows.Length; i++) vd.Slice(i * d, d).CopyTo(xd.Slice(rows[i] * d, d));
     }
 
     public Tensor PixelShuffle(Tensor x, int scale)
