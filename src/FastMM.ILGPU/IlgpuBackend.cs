@@ -356,7 +356,7 @@ public sealed class IlgpuBackend : IBackend
         s.M = m;
         s.HasBias = w.Bias is null ? 0 : 1;
         s.Act = (int)act;
-        _quantLinear(new KernelConfig(new Index2D(w.OutFeatures, m), new Index2D(K.RowGroup, 1)), w.Bytes.View, _qx.View, _dx.View, _sx.View,
+        _quantLinear(new KernelConfig(new Index2D(w.OutFeatures, (m + K.QuantRows - 1) / K.QuantRows), new Index2D(K.RowGroup, 1)), w.Bytes.View, _qx.View, _dx.View, _sx.View,
             w.Bias?.View ?? _empty.View, View(y), s);
     }
 

@@ -36,6 +36,7 @@ internal static class IlgpuKernels
     // One warp per row / output / (query, head): enough for these widths on a GPU, and a barrier on ILGPU's CPU
     // accelerator costs a switch through every thread of the group, so small groups keep the CPU tests fast.
     public const int RowGroup = 32;    // threads per row for norms, per output of the quantized matmul
+    public const int QuantRows = 8;    // activation rows per group in the quantized matmul (prefill reuses each weight block 8×)
     public const int AttnGroup = 32;   // threads per (query, head) in attention, each taking every 32nd key
     public const int MaxHeadDim = 128;
 
@@ -177,60 +178,72 @@ internal static class IlgpuKernels
     /// <summary>
     /// y[m, n] = act(Σ over 32-blocks of the weight row n: scale·d_x·Σ(v·q_x) (+ residual min·d_x·Σq_x) + bias[n]), with v
     /// the stored integer minus the format's pivot (Q4_0: 8; INT4: −min/scale rounded into 0..15), as the CPU's
-    /// QuantKernels. One group of RowGroup threads per output, the lanes striding over the row's blocks. Grid = (N, M).
+    /// QuantKernels. One group of RowGroup threads per weight row and QuantRows activation rows: the lanes stride over
+    /// the row's blocks, each block's header read once for all the rows, then one shared-memory merge per output.
+    /// Grid = (N, ⌈M/QuantRows⌉).
     /// </summary>
     public static void QuantLinear(ArrayView<byte> w, ArrayView<sbyte> qx, ArrayView<float> dx, ArrayView<float> sx,
         ArrayView<float> bias, ArrayView<float> y, QuantShape s)
     {
-        var scratch = SharedMemory.Allocate<float>(RowGroup);
-        int n = Grid.IdxX, m = Grid.IdxY, t = Group.IdxX;
+        var partial = SharedMemory.Allocate<float>(QuantRows * RowGroup);
+        var acc = LocalMemory.Allocate<float>(QuantRows);
+        int n = Grid.IdxX, m0 = Grid.IdxY * QuantRows, t = Group.IdxX;
+        int rows = XMath.Min(QuantRows, s.M - m0);
         int blocks = s.K / 32;
-        float acc = 0f;
+        for (int r = 0; r < QuantRows; r++) acc[r] = 0f;
         for (int b = t; b < blocks; b += RowGroup)
         {
-            int xo = m * s.K + b * 32, xb = m * blocks + b;
-            int dot = 0;
             float scale, residualMin = 0f;
+            int o, pivot;
             if (s.Format == 0)
             {
-                int o = n * s.RowBytes + b * 34;
+                o = n * s.RowBytes + b * 34;
                 scale = Half(w, o);
-                for (int i = 0; i < 32; i++) dot += (sbyte)w[o + 2 + i] * qx[xo + i];
+                o += 2;
+                pivot = 0;
+            }
+            else if (s.Format == 1)
+            {
+                o = n * s.RowBytes + b * 18;
+                scale = Half(w, o);
+                o += 2;
+                pivot = 8;
             }
             else
             {
-                int o, pivot;
-                if (s.Format == 1)
-                {
-                    o = n * s.RowBytes + b * 18;
-                    scale = Half(w, o);
-                    o += 2;
-                    pivot = 8;
-                }
-                else
-                {
-                    int g = b * 32 / s.GroupElements, sub = b * 32 % s.GroupElements / 32;
-                    int go = n * s.RowBytes + g * s.GroupBytes;
-                    scale = Half(w, go);
-                    float min = Half(w, go + 2), ratio = -min / scale;
-                    pivot = ratio >= 15f ? 15 : ratio > 0f ? (int)(ratio + 0.5f) : 0;
-                    residualMin = min + pivot * scale;
-                    o = go + 4 + 16 * sub;
-                }
-                for (int j = 0; j < 16; j++)
-                {
-                    int v = w[o + j];
-                    dot += ((v & 15) - pivot) * qx[xo + j] + ((v >> 4) - pivot) * qx[xo + 16 + j];
-                }
+                int g = b * 32 / s.GroupElements, sub = b * 32 % s.GroupElements / 32;
+                int go = n * s.RowBytes + g * s.GroupBytes;
+                scale = Half(w, go);
+                float min = Half(w, go + 2), ratio = -min / scale;
+                pivot = ratio >= 15f ? 15 : ratio > 0f ? (int)(ratio + 0.5f) : 0;
+                residualMin = min + pivot * scale;
+                o = go + 4 + 16 * sub;
             }
-            acc += scale * dx[xb] * dot;
-            if (s.Format == 2) acc += residualMin * sx[xb];
+            for (int r = 0; r < rows; r++)
+            {
+                int xo = (m0 + r) * s.K + b * 32, xb = (m0 + r) * blocks + b;
+                int dot = 0;
+                if (s.Format == 0)
+                    for (int i = 0; i < 32; i++) dot += (sbyte)w[o + i] * qx[xo + i];
+                else
+                    for (int j = 0; j < 16; j++)
+                    {
+                        int v = w[o + j];
+                        dot += ((v & 15) - pivot) * qx[xo + j] + ((v >> 4) - pivot) * qx[xo + 16 + j];
+                    }
+                float a = scale * dx[xb] * dot;
+                if (s.Format == 2) a += residualMin * sx[xb];
+                acc[r] += a;
+            }
         }
-        float total = GroupSum(scratch, acc, t, RowGroup);
-        if (t == 0)
+        for (int r = 0; r < QuantRows; r++) partial[r * RowGroup + t] = acc[r];
+        Group.Barrier();
+        if (t < rows)
         {
+            float total = 0f;
+            for (int u = 0; u < RowGroup; u++) total += partial[t * RowGroup + u];
             if (s.HasBias != 0) total += bias[n];
-            y[m * s.N + n] = Activate(total, s.Act);
+            y[(m0 + t) * s.N + n] = Activate(total, s.Act);
         }
     }
 

@@ -154,7 +154,7 @@ public static class Conformance
     private static void LinearQuantized(Runner r)
     {
         QuantType[] types = [QuantType.Q8_0, QuantType.Q4_0, QuantType.Int4G32, QuantType.Int4G64, QuantType.Int4G128];
-        (int M, int N, int K)[] shapes = [(1, 7, 128), (5, 33, 256), (2, 3, 384)];
+        (int M, int N, int K)[] shapes = [(1, 7, 128), (5, 33, 256), (2, 3, 384), (19, 9, 128)]; // 19 rows: two full row blocks of 8 and a partial one
         int i = 0;
         foreach (var type in types)
             foreach (var (m, n, k) in shapes)
