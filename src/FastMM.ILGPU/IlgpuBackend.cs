@@ -496,20 +496,7 @@ public sealed class IlgpuBackend : IBackend
     // ---------------------------------------------------------------- decoder ops
 
     public Tensor RopeTable(int position0, int count, int headDim, double theta)
-    {
-        if (headDim % 2 != 0) throw new ArgumentException($"RoPE needs an even head size, got {headDim}");
-        // Computed on the host in double exactly as the CPU reference, so positions far out agree to the last bit.
-        int half = headDim / 2;
-        var d = new float[count * headDim];
-        for (int i = 0; i < count; i++)
-            for (int j = 0; j < half; j++)
-            {
-                double angle = (position0 + i) / Math.Pow(theta, 2.0 * j / headDim);
-                d[i * headDim + j] = (float)Math.Cos(angle);
-                d[i * headDim + half + j] = (float)Math.Sin(angle);
-            }
-        return FromHost(d, count, headDim);
-    }
+        => FromHost(BackendArgs.RopeTable(position0, count, headDim, theta), count, headDim); // host doubles, as the CPU
 
     public void RopeInPlace(Tensor qkv, int qHeads, int kvHeads, int headDim, Tensor table)
     {

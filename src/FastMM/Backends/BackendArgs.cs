@@ -49,4 +49,23 @@ internal static class BackendArgs
         if (keyMask is not null && keyMask.Length != (long)b * tk) throw new ArgumentException($"Attention: key mask {keyMask} is not [{b}, {tk}]");
         return (b, tq, hd, tk);
     }
+
+    /// <summary>
+    /// The HF default RoPE table [count, headDim] for positions position0…, computed in double on the host (cos in the
+    /// first half, sin in the second) so that every backend holds the same floats far out in position.
+    /// </summary>
+    public static float[] RopeTable(int position0, int count, int headDim, double theta)
+    {
+        if (headDim % 2 != 0) throw new ArgumentException($"RoPE needs an even head size, got {headDim}");
+        int half = headDim / 2;
+        var d = new float[count * headDim];
+        for (int i = 0; i < count; i++)
+            for (int j = 0; j < half; j++)
+            {
+                double angle = (position0 + i) / Math.Pow(theta, 2.0 * j / headDim);
+                d[i * headDim + j] = (float)Math.Cos(angle);
+                d[i * headDim + half + j] = (float)Math.Sin(angle);
+            }
+        return d;
+    }
 }

@@ -314,20 +314,7 @@ public sealed class CpuBackend : IBackend
     }
 
     public Tensor RopeTable(int position0, int count, int headDim, double theta)
-    {
-        if (headDim % 2 != 0) throw new ArgumentException($"RoPE needs an even head size, got {headDim}");
-        int half = headDim / 2;
-        var t = New(count, headDim);
-        var d = Data(t);
-        for (int i = 0; i < count; i++)
-            for (int j = 0; j < half; j++)
-            {
-                double angle = (position0 + i) / Math.Pow(theta, 2.0 * j / headDim);
-                d[i * headDim + j] = (float)Math.Cos(angle);
-                d[i * headDim + half + j] = (float)Math.Sin(angle);
-            }
-        return t;
-    }
+        => FromHost(BackendArgs.RopeTable(position0, count, headDim, theta), count, headDim);
 
     public void RopeInPlace(Tensor qkv, int qHeads, int kvHeads, int headDim, Tensor table)
     {
