@@ -18,11 +18,13 @@
 //     j % block_size; every sequence of the batch then has tk cached tokens).
 //   attention_decode_paged_f32 / attention_decode_paged_int8 (one new token per sequence):
 //     grid (splits, kv_heads · ceil(group / 16), batch), block 128 threads, ≈ 41 KB static shared memory.
-//     Split-K over the sequence: split s covers keys [s·keys_per_split, (s+1)·keys_per_split) of sequence b
-//     (length seq_lens[b]); all ≤ 16 query heads sharing a KV head are handled by one block so each K/V row is
+//     Split-K over the sequence: split s covers keys [s·n, (s+1)·n) of sequence b, n = ceil(seq_lens[b] / splits)
+//     (read on the device, so a captured decode graph serves every length); all ≤ 16 query heads sharing a KV head are handled by one block so each K/V row is
 //     read once. Writes unnormalised partial results (log2-domain max, sum, accumulator) per split.
-//     The int8 variant reads an int8 cache with one scale per KV head (k_scale/v_scale[kv_heads]).
-//   attention_decode_reduce: grid (heads, batch), block 128 threads; merges the splits into o [B, heads·head_dim].
+//     The int8 variants (attention_decode_paged_int8, attention_prefill_int8_hd64/hd128) read an int8 cache with one
+//     scale per (pool row, KV head): value = q · k_scale[row·kv_heads + head] (kv_cache.cu's kv_append_int8 layout).
+//   attention_decode_reduce: grid (heads, batch), block 128 threads; merges the splits into o [B, heads·head_dim]
+//     (optionally also its q8_1 activations for the next decode GEMV).
 
 #include "common.cuh"
 
@@ -43,26 +45,43 @@ __device__ __forceinline__ long long kv_row(int b, int j, int tk, const int* blo
 
 __device__ __forceinline__ uint32_t load_u32(const __half* p) { return *reinterpret_cast<const uint32_t*>(p); }
 
-// 64 rows × HD floats → f16 shared tile (row stride HD + 8 halves: conflict-free fragment loads).
-// row_ptr(r) returns the row's first element or nullptr for a zero row; columns ≥ head_dim are zeroed.
-template <int HD, typename RowPtr>
-__device__ __forceinline__ void load_tile_f16(__half* tile, int head_dim, RowPtr row_ptr)
+__device__ __forceinline__ float4 load4(const float* p, float) { return *reinterpret_cast<const float4*>(p); }
+__device__ __forceinline__ float4 load4(const int8_t* p, float s)
+{
+    const char4 c = *reinterpret_cast<const char4*>(p);
+    return make_float4(c.x * s, c.y * s, c.z * s, c.w * s);
+}
+
+template <typename T>
+struct ScaledRow
+{
+    const T* p;  // the row's first element, or nullptr for a zero row
+    float scale;
+};
+
+// 64 rows × HD values → f16 shared tile (row stride HD + 8 halves: conflict-free fragment loads).
+// row(r) returns the row and its scale; columns ≥ head_dim are zeroed.
+template <int HD, typename T, typename RowOf>
+__device__ __forceinline__ void load_tile_f16(__half* tile, int head_dim, RowOf row)
 {
     constexpr int kStride = HD + 8, kVecPerRow = HD / 4;
     for (int i = threadIdx.x; i < kPrefillRows * kVecPerRow; i += kPrefillThreads)
     {
         const int r = i / kVecPerRow, c = (i % kVecPerRow) * 4;
-        const float* src = row_ptr(r);
         float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
-        if (src != nullptr && c < head_dim) v = *reinterpret_cast<const float4*>(src + c);
+        if (c < head_dim)
+        {
+            const ScaledRow<T> src = row(r);
+            if (src.p != nullptr) v = load4(src.p + c, src.scale);
+        }
         store_half4(tile + r * kStride + c, v);
     }
 }
 
-template <int HD>
+template <int HD, typename CacheT>
 __device__ __forceinline__ void attention_prefill(
-    const float* __restrict__ q, int q_stride, const float* __restrict__ k, const float* __restrict__ v, int kv_stride,
-    const int* __restrict__ block_table, int table_stride, int block_size, const float* __restrict__ key_mask,
+    const float* __restrict__ q, int q_stride, const CacheT* __restrict__ k, const CacheT* __restrict__ v, int kv_stride,
+    const float* __restrict__ k_scale, const float* __restrict__ v_scale, const int* __restrict__ block_table, int table_stride, int block_size, const float* __restrict__ key_mask,
     float* __restrict__ out, int tq, int tk, int heads, int kv_heads, int head_dim, float scale, int causal)
 {
     constexpr int kStride = HD + 8;
@@ -78,9 +97,9 @@ __device__ __forceinline__ void attention_prefill(
     const int causal_offset = tk - tq;
     const float scale_log2 = scale * kLog2e;
 
-    load_tile_f16<HD>(k_tile, head_dim, [&](int r) -> const float* {
+    load_tile_f16<HD, float>(k_tile, head_dim, [&](int r) -> ScaledRow<float> {
         const int i = q0 + r;
-        return i < tq ? q + ((long long)b * tq + i) * q_stride + (long long)h * head_dim : nullptr;
+        return {i < tq ? q + ((long long)b * tq + i) * q_stride + (long long)h * head_dim : nullptr, 1.f};
     });
     __syncthreads();
     uint32_t qa[kChunks][4];
@@ -107,11 +126,15 @@ __device__ __forceinline__ void attention_prefill(
     for (int n0 = 0; n0 < kv_end; n0 += kPrefillKeys)
     {
         auto key_row = [&](int r) -> long long { return kv_row(b, n0 + r, tk, block_table, table_stride, block_size); };
-        load_tile_f16<HD>(k_tile, head_dim, [&](int r) -> const float* {
-            return n0 + r < kv_end ? k + key_row(r) * kv_stride + (long long)kvh * head_dim : nullptr;
+        load_tile_f16<HD, CacheT>(k_tile, head_dim, [&](int r) -> ScaledRow<CacheT> {
+            if (n0 + r >= kv_end) return {nullptr, 0.f};
+            const long long row = key_row(r);
+            return {k + row * kv_stride + (long long)kvh * head_dim, k_scale != nullptr ? k_scale[row * kv_heads + kvh] : 1.f};
         });
-        load_tile_f16<HD>(v_tile, head_dim, [&](int r) -> const float* {
-            return n0 + r < kv_end ? v + key_row(r) * kv_stride + (long long)kvh * head_dim : nullptr;
+        load_tile_f16<HD, CacheT>(v_tile, head_dim, [&](int r) -> ScaledRow<CacheT> {
+            if (n0 + r >= kv_end) return {nullptr, 0.f};
+            const long long row = key_row(r);
+            return {v + row * kv_stride + (long long)kvh * head_dim, v_scale != nullptr ? v_scale[row * kv_heads + kvh] : 1.f};
         });
         if (threadIdx.x < kPrefillKeys)
         {
@@ -227,7 +250,7 @@ __device__ __forceinline__ void attention_decode_paged(
     int kv_stride, const float* __restrict__ k_scale, const float* __restrict__ v_scale,
     const int* __restrict__ block_tables, int table_stride, const int* __restrict__ seq_lens, int block_size,
     float* __restrict__ partial_acc, float* __restrict__ partial_max, float* __restrict__ partial_sum,
-    int heads, int kv_heads, int head_dim, int keys_per_split, float scale)
+    int heads, int kv_heads, int head_dim, float scale)
 {
     __shared__ float q_s[kDecodeMaxGroup][kDecodeMaxDim];
     __shared__ float warp_max_s[kDecodeWarps][kDecodeMaxGroup];
@@ -240,7 +263,6 @@ __device__ __forceinline__ void attention_decode_paged(
     const int h0 = kvh * group + slice * kDecodeMaxGroup;                  // first query head of this block
     const int nh = min(kDecodeMaxGroup, group - slice * kDecodeMaxGroup);  // query heads in this block
     const int warp = threadIdx.x / FASTMM_WARP, lane = threadIdx.x % FASTMM_WARP;
-    const float ks = k_scale != nullptr ? k_scale[kvh] : 1.f, vs = v_scale != nullptr ? v_scale[kvh] : 1.f;
 
     // Queries pre-scaled into the exp2 domain; dims past head_dim are zero so they add nothing.
     for (int i = threadIdx.x; i < kDecodeMaxGroup * kDecodeMaxDim; i += kDecodeThreads)
@@ -259,13 +281,14 @@ __device__ __forceinline__ void attention_decode_paged(
         for (int i = 0; i < kDimsPerLane; i++) acc[j][i] = 0.f;
     }
 
-    const int seq_len = seq_lens[b];
+    const int seq_len = seq_lens[b], keys_per_split = (seq_len + splits - 1) / splits;
     const int key_begin = split * keys_per_split, key_end = min(seq_len, key_begin + keys_per_split);
     for (int key = key_begin + warp; key < key_end; key += kDecodeWarps)
     {
         const long long row = (long long)block_tables[(long long)b * table_stride + key / block_size] * block_size + key % block_size;
         const CacheT* krow = k_pool + row * kv_stride + (long long)kvh * head_dim;
         const CacheT* vrow = v_pool + row * kv_stride + (long long)kvh * head_dim;
+        const float ks = k_scale != nullptr ? k_scale[row * kv_heads + kvh] : 1.f, vs = v_scale != nullptr ? v_scale[row * kv_heads + kvh] : 1.f;
         float kx[kDimsPerLane], vx[kDimsPerLane];
 #pragma unroll
         for (int i = 0; i < kDimsPerLane; i++)
@@ -324,39 +347,60 @@ extern "C" __global__ void __launch_bounds__(kPrefillThreads) attention_prefill_
     const float* q, int q_stride, const float* k, const float* v, int kv_stride, const int* block_table, int table_stride,
     int block_size, const float* key_mask, float* out, int tq, int tk, int heads, int kv_heads, int head_dim, float scale, int causal)
 {
-    attention_prefill<64>(q, q_stride, k, v, kv_stride, block_table, table_stride, block_size, key_mask, out, tq, tk, heads,
-                          kv_heads, head_dim, scale, causal);
+    attention_prefill<64, float>(q, q_stride, k, v, kv_stride, nullptr, nullptr, block_table, table_stride, block_size, key_mask, out, tq, tk,
+                                heads, kv_heads, head_dim, scale, causal);
 }
 
 extern "C" __global__ void __launch_bounds__(kPrefillThreads) attention_prefill_hd128(
     const float* q, int q_stride, const float* k, const float* v, int kv_stride, const int* block_table, int table_stride,
     int block_size, const float* key_mask, float* out, int tq, int tk, int heads, int kv_heads, int head_dim, float scale, int causal)
 {
-    attention_prefill<128>(q, q_stride, k, v, kv_stride, block_table, table_stride, block_size, key_mask, out, tq, tk, heads,
-                           kv_heads, head_dim, scale, causal);
+    attention_prefill<128, float>(q, q_stride, k, v, kv_stride, nullptr, nullptr, block_table, table_stride, block_size, key_mask, out, tq, tk,
+                                heads, kv_heads, head_dim, scale, causal);
+}
+
+extern "C" __global__ void __launch_bounds__(kPrefillThreads) attention_prefill_int8_hd64(
+    const float* q, int q_stride, const int8_t* k, const int8_t* v, int kv_stride, const float* k_scale,
+    const float* v_scale, const int* block_table, int table_stride,
+    int block_size, const float* key_mask, float* out, int tq, int tk, int heads, int kv_heads, int head_dim, float scale, int causal)
+{
+    attention_prefill<64, int8_t>(q, q_stride, k, v, kv_stride, k_scale, v_scale, block_table, table_stride, block_size, key_mask, out, tq, tk,
+                                heads, kv_heads, head_dim, scale, causal);
+}
+
+extern "C" __global__ void __launch_bounds__(kPrefillThreads) attention_prefill_int8_hd128(
+    const float* q, int q_stride, const int8_t* k, const int8_t* v, int kv_stride, const float* k_scale,
+    const float* v_scale, const int* block_table, int table_stride,
+    int block_size, const float* key_mask, float* out, int tq, int tk, int heads, int kv_heads, int head_dim, float scale, int causal)
+{
+    attention_prefill<128, int8_t>(q, q_stride, k, v, kv_stride, k_scale, v_scale, block_table, table_stride, block_size, key_mask, out, tq, tk,
+                                heads, kv_heads, head_dim, scale, causal);
 }
 
 extern "C" __global__ void __launch_bounds__(kDecodeThreads) attention_decode_paged_f32(
     const float* q, int q_stride, const float* k_pool, const float* v_pool, int kv_stride, const int* block_tables,
     int table_stride, const int* seq_lens, int block_size, float* partial_acc, float* partial_max, float* partial_sum,
-    int heads, int kv_heads, int head_dim, int keys_per_split, float scale)
+    int heads, int kv_heads, int head_dim, float scale)
 {
     attention_decode_paged<float>(q, q_stride, k_pool, v_pool, kv_stride, nullptr, nullptr, block_tables, table_stride, seq_lens,
-                                  block_size, partial_acc, partial_max, partial_sum, heads, kv_heads, head_dim, keys_per_split, scale);
+                                  block_size, partial_acc, partial_max, partial_sum, heads, kv_heads, head_dim, scale);
 }
 
 extern "C" __global__ void __launch_bounds__(kDecodeThreads) attention_decode_paged_int8(
     const float* q, int q_stride, const int8_t* k_pool, const int8_t* v_pool, int kv_stride, const float* k_scale,
     const float* v_scale, const int* block_tables, int table_stride, const int* seq_lens, int block_size, float* partial_acc,
-    float* partial_max, float* partial_sum, int heads, int kv_heads, int head_dim, int keys_per_split, float scale)
+    float* partial_max, float* partial_sum, int heads, int kv_heads, int head_dim, float scale)
 {
     attention_decode_paged<int8_t>(q, q_stride, k_pool, v_pool, kv_stride, k_scale, v_scale, block_tables, table_stride, seq_lens,
-                                   block_size, partial_acc, partial_max, partial_sum, heads, kv_heads, head_dim, keys_per_split, scale);
+                                   block_size, partial_acc, partial_max, partial_sum, heads, kv_heads, head_dim, scale);
 }
 
 // o[b, h·D + d] = Σ_s acc_s[d]·2^(max_s − M) / Σ_s sum_s·2^(max_s − M), M = max_s max_s; zeros if no split saw a key.
+// With xq != null it also writes the q8_1 activations of out for the next decode GEMV (head_dim % 32 == 0), as
+// quantize_activations_q8_1 would: the CUDA backend fuses the two inside a recorded decode step.
 extern "C" __global__ void __launch_bounds__(kDecodeThreads) attention_decode_reduce(
-    const float* partial_acc, const float* partial_max, const float* partial_sum, float* out, int heads, int head_dim, int splits)
+    const float* partial_acc, const float* partial_max, const float* partial_sum, float* out, int heads, int head_dim, int splits,
+    int8_t* xq, float2* xds)
 {
     const int h = blockIdx.x, b = blockIdx.y;
     const long long first = ((long long)b * heads + h) * splits;
@@ -372,6 +416,9 @@ extern "C" __global__ void __launch_bounds__(kDecodeThreads) attention_decode_re
             sum += partial_sum[first + s] * weight;
             value += partial_acc[(first + s) * head_dim + d] * weight;
         }
-        out[((long long)b * heads + h) * head_dim + d] = sum > 0.f ? value / sum : 0.f;
+        const long long at = ((long long)b * heads + h) * head_dim + d;
+        const float o = sum > 0.f ? value / sum : 0.f;
+        out[at] = o;
+        if (xq != nullptr) quantize_q8_1_lane(o, xq + at, xds + at / 32);  // whole warps: head_dim % 32 == 0
     }
 }

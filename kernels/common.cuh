@@ -43,6 +43,23 @@ __device__ __forceinline__ float warp_max(float v)
     return v;
 }
 
+// ---- q8_1 activations (decode GEMV input): the CPU's QuantGemm rounding ----
+// A warp holds one 32-block of a row, value v per lane: xq = round_half_even(v · (1/d)), d = max|v| / 127, both
+// roundings IEEE as the CPU's QuantGemm.QuantizeRow (a product by the reciprocal, not a division: the two differ for
+// values near a midpoint); d = 0 and xq = 0 when 1/d overflows (an all-zero or denormal block), as there. ds = (d, d·Σq).
+// Every producer (quantize_activations_q8_1, and the norms, SwiGLU and the attention merge when asked to quantize
+// their output) goes through this one function, so they give identical bytes. All 32 lanes must call it.
+__device__ __forceinline__ void quantize_q8_1_lane(float v, int8_t* xq_out, float2* block_ds)
+{
+    const float amax = warp_max(fabsf(v));
+    float d = __fdiv_rn(amax, 127.f), id = __frcp_rn(d);
+    if (isinf(id)) { d = 0.f; id = 0.f; }
+    const int q = __float2int_rn(__fmul_rn(v, id));
+    *xq_out = (int8_t)q;
+    const float qsum = warp_sum((float)q);
+    if (threadIdx.x % FASTMM_WARP == 0) *block_ds = make_float2(d, d * qsum);
+}
+
 // Sum over the whole block (blockDim.x a multiple of 32, ≤ 1024); every thread gets the result.
 // `scratch` holds 32 floats; the trailing barrier lets the caller reuse it immediately.
 __device__ __forceinline__ float block_sum(float v, float* scratch)

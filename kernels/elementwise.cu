@@ -2,7 +2,8 @@
 //   activation_f32        x = act(x) in place (ActivationInPlace; act numbered as FastMM.Activation).
 //   add_broadcast_f32     x[i] += y[i mod period] (AddInPlace: y's shape is x's trailing dims).
 //   scale_bias_f32        x = x·scale + bias (ScaleInPlace; two roundings, not an fma, as the CPU).
-//   swiglu_f32            y[r, j] = silu(g[r, j])·g[r, inter + j] (SwiGlu; gate in the first half of each row).
+//   swiglu_f32            y[r, j] = silu(g[r, j])·g[r, inter + j] (SwiGlu; gate in the first half of each row); with
+//                         xq != null also the q8_1 activations of y, as quantize_activations_q8_1 (inter % 32 == 0).
 //   softmax_rows_f32      each row of [rows, n] ← softmax(row) in place (max-subtracted).
 //   l2_normalize_rows_f32 each row divided by its L2 norm (L2NormalizeInPlace).
 //   gather_rows_f32       dst[i, :] = src[index[i], :] for rows of `width` floats: Embedding (index = token ids,
@@ -30,13 +31,15 @@ extern "C" __global__ void scale_bias_f32(float* x, long long n, float scale, fl
     GRID_STRIDE(i, n) x[i] = __fadd_rn(__fmul_rn(x[i], scale), bias);
 }
 
-extern "C" __global__ void swiglu_f32(const float* gate_up, float* y, long long rows, int inter)
+extern "C" __global__ void swiglu_f32(const float* gate_up, float* y, long long rows, int inter, int8_t* xq, float2* xds)
 {
-    GRID_STRIDE(i, rows * inter)
+    GRID_STRIDE(i, rows * inter)  // inter % 32 == 0 when quantizing: whole warps, whole 32-blocks
     {
         const long long r = i / inter, j = i % inter;
         const float* row = gate_up + r * 2 * inter;
-        y[i] = __fmul_rn(apply_activation(row[j], ACT_SILU), row[inter + j]);
+        const float v = __fmul_rn(apply_activation(row[j], ACT_SILU), row[inter + j]);
+        y[i] = v;
+        if (xq != nullptr) quantize_q8_1_lane(v, xq + i, xds + i / 32);
     }
 }
 

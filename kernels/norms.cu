@@ -4,6 +4,8 @@
 //   rms_norm:   y = h · (1 / sqrt(mean(h²) + eps)) · weight                       (HF Llama)
 //   layer_norm: y = (h − mean) · (1 / sqrt(mean((h − mean)²) + eps)) · gamma + beta (two-pass variance, as PyTorch)
 // x, residual, y, sum_out are [rows, d]; y may alias x and sum_out may alias residual.
+// rms_norm_f32 also quantizes y for a decode GEMV when xq != null (int8 [rows, d] and float2 [rows, d/32], exactly as
+// quantize_activations_q8_1; d % 32 == 0): the CUDA backend fuses the two launches inside a recorded decode step.
 // Launch: grid rows, block 256 (any multiple of 32 up to 1024); one block per row, strided coalesced passes.
 
 #include "common.cuh"
@@ -33,7 +35,8 @@ struct ResidualInput
 }  // namespace
 
 extern "C" __global__ void __launch_bounds__(1024) rms_norm_f32(
-    const float* x, const float* residual, float* sum_out, const float* weight, float* y, int rows, int d, float eps)
+    const float* x, const float* residual, float* sum_out, const float* weight, float* y, int rows, int d, float eps,
+    int8_t* xq, float2* xds)
 {
     __shared__ float scratch[32];
     const long long base = (long long)blockIdx.x * d;
@@ -41,7 +44,12 @@ extern "C" __global__ void __launch_bounds__(1024) rms_norm_f32(
     float sq = 0.f;
     for (int i = threadIdx.x; i < d; i += blockDim.x) { const float h = in.first_pass(base + i); sq += h * h; }
     const float inv = 1.f / sqrtf(block_sum(sq, scratch) / d + eps);
-    for (int i = threadIdx.x; i < d; i += blockDim.x) y[base + i] = __fmul_rn(in.again(base + i), inv) * weight[i];
+    for (int i = threadIdx.x; i < d; i += blockDim.x)  // d % 32 == 0 when quantizing: whole warps stay in the loop
+    {
+        const float v = __fmul_rn(in.again(base + i), inv) * weight[i];
+        y[base + i] = v;
+        if (xq != nullptr) quantize_q8_1_lane(v, xq + base + i, xds + (base + i) / 32);
+    }
 }
 
 extern "C" __global__ void __launch_bounds__(1024) layer_norm_f32(

@@ -263,13 +263,19 @@ __device__ __forceinline__ int dot_8_words(const uint32_t w[8], const int4 x0, c
     return s;
 }
 
-// One lane per 32-block; `block_value(weights, xq0, xq1, xds)` returns the block's contribution.
+// One lane per 32-block; `block_dot(weights, xq0, xq1, xds)` returns the block's contribution. A warp stages up to
+// kGemvChunks·32 blocks of its row per pass, every 16-byte load issued before the first is stored: the loads of a
+// pass are in flight together (one chunk at a time left decode GEMVs latency-bound at ~27% of copy bandwidth).
+constexpr int kGemvChunks = 4;
+
 template <int BlockBytes, typename BlockDot>
 __device__ __forceinline__ void gemv_gguf(const int8_t* __restrict__ xq, const float2* __restrict__ xds, const uint8_t* __restrict__ w,
                                           const float* __restrict__ bias, float* __restrict__ y, int M, int N, int K, int act, BlockDot block_dot)
 {
-    constexpr int kChunkBytes = FASTMM_WARP * BlockBytes;
-    __shared__ uint4 stage[kGemvWarps][kChunkBytes / 16 + 2];  // a 32-block chunk plus alignment slack
+    constexpr int kPassBlocks = kGemvChunks * FASTMM_WARP;
+    constexpr int kPassWords = kPassBlocks * BlockBytes / 16 + 2;  // plus alignment slack
+    constexpr int kWordsPerLane = (kPassWords + FASTMM_WARP - 1) / FASTMM_WARP;
+    __shared__ uint4 stage[kGemvWarps][kWordsPerLane * FASTMM_WARP];
 
     const int warp = threadIdx.x / FASTMM_WARP, lane = threadIdx.x % FASTMM_WARP;
     const int n = blockIdx.x * kGemvWarps + warp;
@@ -277,19 +283,26 @@ __device__ __forceinline__ void gemv_gguf(const int8_t* __restrict__ xq, const f
     const int blocks = K / kQk;
     const long long row_begin = (long long)n * blocks * BlockBytes;
     float acc[kGemvMaxRows] = {};
-    for (int b0 = 0; b0 < blocks; b0 += FASTMM_WARP)
+    for (int b0 = 0; b0 < blocks; b0 += kPassBlocks)
     {
-        const int count = min(FASTMM_WARP, blocks - b0);
+        const int count = min(kPassBlocks, blocks - b0);
         const long long begin = row_begin + (long long)b0 * BlockBytes, end = begin + (long long)count * BlockBytes;
         const long long aligned = begin & ~15LL;
         const int words = (int)((end - aligned + 15) / 16);
         const uint4* src = reinterpret_cast<const uint4*>(w + aligned);
-        for (int i = lane; i < words; i += FASTMM_WARP) stage[warp][i] = src[i];
+        uint4 held[kWordsPerLane];
+#pragma unroll
+        for (int j = 0; j < kWordsPerLane; j++)
+            if (lane + j * FASTMM_WARP < words) held[j] = src[lane + j * FASTMM_WARP];
+#pragma unroll
+        for (int j = 0; j < kWordsPerLane; j++)
+            if (lane + j * FASTMM_WARP < words) stage[warp][lane + j * FASTMM_WARP] = held[j];
         __syncwarp();
-        if (lane < count)
+        const uint8_t* staged = reinterpret_cast<const uint8_t*>(stage[warp]) + (begin - aligned);
+        for (int i = lane; i < count; i += FASTMM_WARP)
         {
-            const uint8_t* block = reinterpret_cast<const uint8_t*>(stage[warp]) + (begin - aligned) + lane * BlockBytes;
-            const int kb = b0 + lane;
+            const uint8_t* block = staged + i * BlockBytes;
+            const int kb = b0 + i;
 #pragma unroll
             for (int r = 0; r < kGemvMaxRows; r++)
             {
@@ -386,13 +399,7 @@ extern "C" __global__ void __launch_bounds__(256) quantize_activations_q8_1(cons
 {
     const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;  // whole warps map to whole 32-blocks
     if (i >= (long long)M * K) return;
-    const float v = x[i];
-    const float amax = warp_max(fabsf(v));
-    const float d = amax / 127.f;
-    const int q = amax == 0.f ? 0 : __float2int_rn(v / d);
-    xq[i] = (int8_t)q;
-    const float qsum = warp_sum((float)q);
-    if (threadIdx.x % FASTMM_WARP == 0) xds[i / kQk] = make_float2(d, d * qsum);
+    quantize_q8_1_lane(x[i], xq + i, xds + i / kQk);
 }
 
 extern "C" __global__ void __launch_bounds__(kGemvWarps * FASTMM_WARP) linear_q8_0_gemv(
@@ -432,18 +439,26 @@ extern "C" __global__ void __launch_bounds__(kGemvWarps * FASTMM_WARP) linear_in
     {
         const uint4 bytes = *reinterpret_cast<const uint4*>(w + (long long)n * (K / 2) + kb * (kQk / 2));
         const float2 sm = __half22float2(scale_min[(long long)n * (K / group) + kb * kQk / group]);
+        // As the CPU's Int4Blocks: weights are q − pivot with pivot = −min/scale rounded into 0..15, and the residual
+        // min = min + pivot·scale (exact) is what multiplies d_x·Σx. Applying the full min instead cancels against
+        // q·scale in float and drifts from the CPU over long rows.
+        const float ratio = -sm.y / sm.x;  // NaN (scale = min = 0) takes the last branch
+        const int pivot = ratio >= 15.f ? 15 : ratio > 0.f ? (int)(ratio + 0.5f) : 0;
+        const float residual_min = sm.y + pivot * sm.x;
         const uint32_t packed[4] = {bytes.x, bytes.y, bytes.z, bytes.w};
         uint32_t q[8];
 #pragma unroll
         for (int i = 0; i < 4; i++) { q[i] = packed[i] & 0x0f0f0f0fu; q[4 + i] = (packed[i] >> 4) & 0x0f0f0f0fu; }
+        const uint32_t ones[8] = {0x01010101u, 0x01010101u, 0x01010101u, 0x01010101u, 0x01010101u, 0x01010101u, 0x01010101u, 0x01010101u};
 #pragma unroll
         for (int r = 0; r < kGemvMaxRows; r++)
         {
             if (r >= M) break;
             const int4* xr = reinterpret_cast<const int4*>(xq + (long long)r * K + kb * kQk);
             const float2 ds = xds[(long long)r * blocks + kb];
-            // Σ (q·s + m)·x·d_x = s·d_x·Σ q·x + m·(d_x·Σ x)
-            acc[r] += sm.x * ds.x * (float)dot_8_words(q, xr[0], xr[1]) + sm.y * ds.y;
+            // Σ (q − p)·x exactly in integers: Σ q·x − p·Σ x
+            const int dot = dot_8_words(q, xr[0], xr[1]) - pivot * dot_8_words(ones, xr[0], xr[1]);
+            acc[r] += sm.x * ds.x * (float)dot + residual_min * ds.y;
         }
     }
 #pragma unroll

@@ -4,9 +4,10 @@
 // Rows are fused QKV rows [rows, row_stride]: the first `rotated_heads` heads (q heads then k heads) are rotated in
 // place, v is not. Angles are computed in double, as the CPU reference, and rounded to float once.
 // Entry points and launch configuration:
-//   rope_table_f32      table [count, D] (cos in the first half, sin in the second) for positions position0 …:
-//                       grid count, block min(half, 1024).
-//   rope_apply_f32      rotate with table row r for row r (IBackend.RopeInPlace): grid rows, block min(half, 1024).
+//   rope_apply_f32      rotate with table row r for row r (IBackend.RopeInPlace; the host builds the table [rows, D],
+//                       cos in the first half, sin in the second, as BackendArgs.RopeTable): grid rows, block min(half, 1024).
+//                       With slots != null it then does kv_append_f32's work for the row (the backend fuses the two in
+//                       a recorded decode step).
 //   rope_positions_f32  rotate with per-token positions[r] (batched decode, sequences at different positions),
 //                       no table: grid rows, block min(half, 1024).
 
@@ -37,19 +38,22 @@ __device__ __forceinline__ void rotate_heads(float* row, int rotated_heads, int 
 
 }  // namespace
 
-extern "C" __global__ void rope_table_f32(float* table, int position0, int count, int head_dim, double theta)
-{
-    const int i = blockIdx.x, half = head_dim / 2;
-    for (int j = threadIdx.x; j < half; j += blockDim.x)
-        rope_angle(position0 + i, j, head_dim, theta, &table[(long long)i * head_dim + j], &table[(long long)i * head_dim + half + j]);
-}
-
-extern "C" __global__ void rope_apply_f32(float* qkv, const float* table, int rows, int row_stride, int rotated_heads, int head_dim)
+extern "C" __global__ void rope_apply_f32(float* qkv, const float* table, int rows, int row_stride, int rotated_heads, int head_dim,
+                                          const int* slots, int k_offset, int v_offset, int kv_width, float* k_pool, float* v_pool)
 {
     const int r = blockIdx.x, half = head_dim / 2;
+    float* row = qkv + (long long)r * row_stride;
     for (int j = threadIdx.x; j < half; j += blockDim.x)
-        rotate_heads(qkv + (long long)r * row_stride, rotated_heads, head_dim, j, table[(long long)r * head_dim + j],
-                     table[(long long)r * head_dim + half + j]);
+        rotate_heads(row, rotated_heads, head_dim, j, table[(long long)r * head_dim + j], table[(long long)r * head_dim + half + j]);
+    if (slots == nullptr) return;
+    // Fused kv_append_f32: the rotated k and the v of this row into its cache slot.
+    __syncthreads();
+    const long long dst = (long long)slots[r] * kv_width;
+    for (int c = threadIdx.x; c < kv_width; c += blockDim.x)
+    {
+        k_pool[dst + c] = row[k_offset + c];
+        v_pool[dst + c] = row[v_offset + c];
+    }
 }
 
 extern "C" __global__ void rope_positions_f32(float* qkv, const int* positions, int rows, int row_stride, int rotated_heads,

@@ -22,37 +22,66 @@ public enum CudaWeightFormat
 
 /// <summary>
 /// The CUDA backend: every <see cref="IBackend"/> op runs as kernels/*.cu kernels on one stream of one GPU; tensors are
-/// F32 device buffers from the stream-ordered allocator. UNVERIFIED ON HARDWARE: it compiles and its kernels pass
-/// ptxas, but no GPU was available when it was written, so neither the launches nor the results have been checked
-/// against the CPU reference yet (the conformance suite has to run on a GPU machine first).
+/// F32 device buffers from the stream-ordered allocator (or, inside a decode step, a bump arena: see
+/// CudaBackend.Steps.cs). Checked op by op against the CPU reference by the conformance suite on an H200
+/// (scripts/device-check.sh; benchmarks/RESULTS.md has the run).
 /// Not thread-safe, like the models that drive a backend.
 /// </summary>
-public sealed unsafe class CudaBackend : IBackend
+public sealed unsafe partial class CudaBackend : IBackend, IDeviceBandwidth
 {
     private const int GemvMaxRows = 8;   // kernels' kGemvMaxRows: more rows than this take the GEMM path
     private const int QuantBlock = 32;
     private const int GemvRowsPerBlock = 4;
     private const int MaxHeadDim = 128;
     private const int DecodeGroupPerBlock = 16;
+    private const int WeightPadding = 16;  // the GEMV's 16-byte staging loads may read past a weight's last byte
 
     private readonly CudaContext _context;
     private readonly CudaStream _stream;
     private readonly CudaKernels _kernels;
     private PinnedHostMemory? _staging;
+    private int[] _paddedTable = new int[64];
 
     public string Name => "cuda";
+    /// <summary>Prefill attention and the tensor-core GEMMs (more than <see cref="GemvMaxRows"/> rows over quantized or F16 weights) take F16 operands.</summary>
+    public BackendPrecision Precision { get; } = new(F16Attention: true, F16LinearMinRows: GemvMaxRows + 1);
     public CudaContext Context => _context;
+    public string DeviceName => _context.DeviceName;
 
-    private CudaBackend(CudaContext context)
+    /// <summary>Ten copies of 512 MiB (several times the L2) between two device buffers, timed with events after one warm-up.</summary>
+    public double MeasureCopyBandwidth()
+    {
+        const long bytes = 512L << 20;
+        const int copies = 10;
+        ThrowIfInStep("MeasureCopyBandwidth");
+        _context.MakeCurrent();
+        using var src = _context.Allocate(bytes);
+        using var dst = _context.Allocate(bytes);
+        using var start = _context.CreateEvent();
+        using var end = _context.CreateEvent();
+        _context.Clear(src.Pointer, bytes, _stream);
+        _context.CopyOnDevice(dst.Pointer, src.Pointer, bytes, _stream);
+        start.Record(_stream);
+        for (int i = 0; i < copies; i++) _context.CopyOnDevice(dst.Pointer, src.Pointer, bytes, _stream);
+        end.Record(_stream);
+        end.Synchronize();
+        return 2.0 * bytes * copies / (end.ElapsedSince(start) * 1e-3) / 1e9;
+    }
+
+    private CudaBackend(CudaContext context, bool stepGraphs)
     {
         _context = context;
+        _stepGraphs = stepGraphs;
         _stream = context.CreateStream();
         try { _kernels = CudaKernels.Load(context); }
         catch { _stream.Dispose(); throw; }
     }
 
-    /// <summary>Opens GPU <paramref name="device"/>; fails with the driver's reason (no driver, no device, no kernels), never falls back.</summary>
-    public static CudaBackend Create(int device = 0)
+    /// <summary>
+    /// Opens GPU <paramref name="device"/>; fails with the driver's reason (no driver, no device, no kernels), never
+    /// falls back. <paramref name="stepGraphs"/> false runs decode steps op by op instead of as replayed CUDA graphs.
+    /// </summary>
+    public static CudaBackend Create(int device = 0, bool stepGraphs = true)
     {
         var context = CudaContext.Open(CudaDriver.Default, device);
         try
@@ -60,7 +89,7 @@ public sealed unsafe class CudaBackend : IBackend
             // compute_80 PTX and mma.sync m16n8k16 / ldmatrix need Ampere or newer.
             if (context.ComputeCapability < 80)
                 throw new FastMMException($"cuda: {context} is older than sm_80, which the FastMM kernels need");
-            return new CudaBackend(context);
+            return new CudaBackend(context, stepGraphs);
         }
         catch
         {
@@ -69,39 +98,46 @@ public sealed unsafe class CudaBackend : IBackend
         }
     }
 
-    /// <summary>Makes <c>BackendRegistry.Create("cuda")</c> (and so <c>--backend cuda</c>) create this backend.</summary>
-    public static void Register() => BackendRegistry.Register("cuda", () => Create());
+    /// <summary>
+    /// Makes <c>BackendRegistry.Create("cuda")</c> (and so <c>--backend cuda</c>) create this backend;
+    /// <c>cuda:eager</c> runs decode steps op by op (no CUDA graphs), for comparison.
+    /// </summary>
+    public static void Register() => BackendRegistry.Register("cuda", option => option switch
+    {
+        null => Create(),
+        "eager" => Create(stepGraphs: false),
+        _ => throw new FastMMException($"cuda: unknown option '{option}' (choose cuda, or cuda:eager to run decode steps op by op)"),
+    });
 
     // ---------------- memory ----------------
 
-    private static StreamMemory Buffer(Tensor t) => t.Storage as StreamMemory ?? throw new ArgumentException($"{t} is not a live CUDA tensor");
     private ulong Ptr(Tensor t)
     {
         if (!ReferenceEquals(t.Backend, this)) throw new ArgumentException($"{t} belongs to another backend");
-        return Buffer(t).Pointer;
+        return t.Storage switch
+        {
+            StreamMemory m => m.Pointer,
+            ArenaSlice a when a.Generation == _arenaGeneration => a.Pointer,
+            ArenaSlice => throw new InvalidOperationException($"cuda: {t} was made by an earlier decode step; a step's tensors live until the next step"),
+            _ => throw new ArgumentException($"{t} is not a live CUDA tensor"),
+        };
     }
     private static ulong Ptr(DeviceMemory? m) => m?.Pointer ?? 0;
 
     private Tensor New(params int[] shape)
     {
+        long bytes = Tensor.Product(shape) * sizeof(float);
+        if (_inStep) return new Tensor(this, shape, DType.F32, new ArenaSlice(ArenaAllocate(bytes), _arenaGeneration));
         _context.MakeCurrent();
-        return new Tensor(this, shape, DType.F32, _context.AllocateOnStream(_stream, Tensor.Product(shape) * sizeof(float)));
-    }
-
-    private StreamMemory Upload<T>(ReadOnlySpan<T> values) where T : unmanaged
-    {
-        var bytes = MemoryMarshal.AsBytes(values);
-        _context.MakeCurrent();
-        var m = _context.AllocateOnStream(_stream, bytes.Length);
-        _context.CopyToDevice(m.Pointer, bytes, _stream);
-        return m;
+        return new Tensor(this, shape, DType.F32, _context.AllocateOnStream(_stream, bytes));
     }
 
     /// <summary>Long-lived device copy of host bytes, padded by 16 bytes for the GEMV's 16-byte staging loads.</summary>
     private DeviceMemory UploadWeight(ReadOnlySpan<byte> bytes)
     {
+        ThrowIfInStep("a weight upload");
         _context.MakeCurrent();
-        var m = _context.Allocate(bytes.Length + 16);
+        var m = _context.Allocate(bytes.Length + WeightPadding);
         try
         {
             _context.Clear(m.Pointer, m.Bytes, _stream);
@@ -122,12 +158,6 @@ public sealed unsafe class CudaBackend : IBackend
         return UploadWeight(MemoryMarshal.AsBytes(bias));
     }
 
-    private void Launch(string kernel, Dim3 grid, Dim3 block, params ReadOnlySpan<KernelArg> args)
-    {
-        _context.MakeCurrent();
-        _kernels[kernel].Launch(_stream, grid, block, args);
-    }
-
     private static KernelArg P(ulong pointer) => KernelArg.Pointer(pointer);
     private static int Ceil(long n, int d) => checked((int)((n + d - 1) / d));
     private static int ElementwiseBlocks(long n) => (int)Math.Clamp((n + 255) / 256, 1, 65535);
@@ -135,13 +165,18 @@ public sealed unsafe class CudaBackend : IBackend
     public Tensor Zeros(params int[] shape)
     {
         var t = New(shape);
-        _context.Clear(Ptr(t), t.Length * sizeof(float), _stream);
+        ClearDevice(Ptr(t), t.Length * sizeof(float));
         return t;
     }
 
     public Tensor FromHost(ReadOnlySpan<float> data, params int[] shape)
     {
         if (data.Length != Tensor.Product(shape)) throw new ArgumentException($"{data.Length} values do not fill shape [{string.Join(",", shape)}]");
+        if (_inStep)
+        {
+            using var staged = Upload(data, shared: false); // step memory the tensor can take over
+            return new Tensor(this, shape, DType.F32, new ArenaSlice(staged.Pointer, _arenaGeneration));
+        }
         var t = New(shape);
         _context.CopyToDevice(Ptr(t), MemoryMarshal.AsBytes(data), _stream);
         return t;
@@ -151,6 +186,7 @@ public sealed unsafe class CudaBackend : IBackend
     {
         long bytes = t.Length * sizeof(float);
         if (dst.Length < t.Length) throw new ArgumentException($"ToHost: destination holds {dst.Length} values, {t} has {t.Length}");
+        ThrowIfInStep("ToHost");
         _context.MakeCurrent();
         if (_staging is null || _staging.Bytes < bytes)
         {
@@ -164,7 +200,7 @@ public sealed unsafe class CudaBackend : IBackend
 
     public Tensor Weight(in TensorData w) => FromHost(w.ToFloatArray(), w.Shape);
 
-    public void Release(Tensor t) => (t.Storage as StreamMemory)?.Dispose();
+    public void Release(Tensor t) => (t.Storage as StreamMemory)?.Dispose(); // arena tensors go with their step
 
     // ---------------- Linear ----------------
 
@@ -179,6 +215,7 @@ public sealed unsafe class CudaBackend : IBackend
         public CudaLinear(CudaWeightFormat format, DeviceMemory weight, DeviceMemory? scaleMin, DeviceMemory? bias, int n, int k, int group = 0)
         {
             Format = format; Weight = weight; ScaleMin = scaleMin; Bias = bias; Group = group; OutFeatures = n; InFeatures = k;
+            WeightBytes = weight.Bytes - WeightPadding + (scaleMin is null ? 0 : scaleMin.Bytes - WeightPadding);
         }
 
         public override void Dispose()
@@ -326,8 +363,8 @@ public sealed unsafe class CudaBackend : IBackend
                 break;
             default:
                 // Decode: int8 activations per 32-block, then a dp4a GEMV.
-                using (var xq = _context.AllocateOnStream(_stream, (long)m * k))
-                using (var xds = _context.AllocateOnStream(_stream, (long)m * (k / QuantBlock) * 8))
+                using (var xq = NewScratch((long)m * k))
+                using (var xds = NewScratch((long)m * (k / QuantBlock) * 8))
                 {
                     Launch(K.QuantizeActivations, Ceil((long)m * k, 256), 256, P(xp), P(xq.Pointer), P(xds.Pointer), m, k);
                     int blocks = Ceil(n, GemvRowsPerBlock);
@@ -367,7 +404,7 @@ public sealed unsafe class CudaBackend : IBackend
         int d = x.Dim(-1), rows = (int)(x.Length / d);
         if (weight.Length != d) throw new ArgumentException($"RmsNorm: weight {weight} does not match width {d}");
         var y = New((int[])x.Shape.Clone());
-        Launch(K.RmsNorm, rows, 256, P(Ptr(x)), P(0), P(0), P(Ptr(weight)), P(Ptr(y)), rows, d, eps);
+        Launch(K.RmsNorm, rows, 256, P(Ptr(x)), P(0), P(0), P(Ptr(weight)), P(Ptr(y)), rows, d, eps, P(0), P(0));
         return y;
     }
 
@@ -400,17 +437,23 @@ public sealed unsafe class CudaBackend : IBackend
         var shape = (int[])gateUp.Shape.Clone();
         shape[^1] = inter;
         var y = New(shape);
-        Launch(K.SwiGlu, ElementwiseBlocks(rows * inter), 256, P(Ptr(gateUp)), P(Ptr(y)), rows, inter);
+        Launch(K.SwiGlu, ElementwiseBlocks(rows * inter), 256, P(Ptr(gateUp)), P(Ptr(y)), rows, inter, P(0), P(0));
         return y;
     }
 
     // ---------------- attention ----------------
 
-    private static string PrefillKernel(int headDim, string op)
+    private static string PrefillKernel(int headDim, string op, bool int8 = false)
     {
         if (headDim % 4 != 0 || headDim > MaxHeadDim)
             throw new NotSupportedException($"{op} on CUDA: head size {headDim} (the kernels take multiples of 4 up to {MaxHeadDim})");
-        return headDim <= 64 ? K.AttentionPrefillHd64 : K.AttentionPrefillHd128;
+        return (headDim <= 64, int8) switch
+        {
+            (true, false) => K.AttentionPrefillHd64,
+            (false, false) => K.AttentionPrefillHd128,
+            (true, true) => K.AttentionPrefillInt8Hd64,
+            (false, true) => K.AttentionPrefillInt8Hd128,
+        };
     }
 
     public Tensor Attention(Tensor q, Tensor k, Tensor v, int heads, float scale, bool causal, Tensor? keyMask)
@@ -459,40 +502,50 @@ public sealed unsafe class CudaBackend : IBackend
 
     // ---------------- decoder ----------------
 
+    /// <summary>Built on the host in doubles, as the CPU's, and uploaded: positions then never travel as kernel arguments (decode graphs).</summary>
     public Tensor RopeTable(int position0, int count, int headDim, double theta)
-    {
-        if (headDim % 2 != 0) throw new ArgumentException($"RoPE needs an even head size, got {headDim}");
-        var t = New(count, headDim);
-        Launch(K.RopeTable, count, Math.Clamp(headDim / 2, 1, 1024), P(Ptr(t)), position0, count, headDim, theta);
-        return t;
-    }
+        => FromHost(BackendArgs.RopeTable(position0, count, headDim, theta), count, headDim);
 
     public void RopeInPlace(Tensor qkv, int qHeads, int kvHeads, int headDim, Tensor table)
     {
         int width = qkv.Dim(-1), rows = (int)(qkv.Length / width);
         if (width != (qHeads + 2 * kvHeads) * headDim) throw new ArgumentException($"RoPE: width {width} is not (Hq + 2·Hkv)·D");
         if (table.Dim(0) != rows || table.Dim(1) != headDim) throw new ArgumentException($"RoPE: table {table} does not cover {rows} rows");
-        Launch(K.RopeApply, rows, Math.Clamp(headDim / 2, 1, 1024), P(Ptr(qkv)), P(Ptr(table)), rows, width, qHeads + kvHeads, headDim);
+        Launch(K.RopeApply, rows, Math.Clamp(headDim / 2, 1, 1024), P(Ptr(qkv)), P(Ptr(table)), rows, width, qHeads + kvHeads, headDim,
+            P(0), 0, 0, 0, P(0), P(0));
     }
 
+    /// <summary>
+    /// Per layer, one K and one V pool of blocks·blockSize rows of kvHeads·headDim values (F32, or int8 with one F32 scale
+    /// per (row, KV head) in KScales/VScales, as the CPU's int8 cache).
+    /// </summary>
     private sealed class CudaKvStorage : KvCacheStorage
     {
         public readonly DeviceMemory[] K, V;
+        public readonly DeviceMemory[]? KScales, VScales;
         public override long Bytes { get; }
 
-        public CudaKvStorage(CudaBackend backend, int layers, int kvHeads, int headDim, int blockSize, int blocks)
+        public CudaKvStorage(CudaBackend backend, int layers, int kvHeads, int headDim, int blockSize, int blocks, KvCacheType type)
         {
-            Layers = layers; KvHeads = kvHeads; HeadDim = headDim; BlockSize = blockSize; Blocks = blocks; Type = KvCacheType.F32;
-            long bytes = (long)blocks * blockSize * kvHeads * headDim * sizeof(float);
-            Bytes = 2L * layers * bytes;
+            Layers = layers; KvHeads = kvHeads; HeadDim = headDim; BlockSize = blockSize; Blocks = blocks; Type = type;
+            long rows = (long)blocks * blockSize;
+            long bytes = rows * kvHeads * headDim * (type == KvCacheType.Int8 ? sizeof(sbyte) : sizeof(float));
+            long scaleBytes = type == KvCacheType.Int8 ? rows * kvHeads * sizeof(float) : 0;
+            Bytes = 2L * layers * (bytes + scaleBytes);
             K = new DeviceMemory[layers];
             V = new DeviceMemory[layers];
+            if (type == KvCacheType.Int8) { KScales = new DeviceMemory[layers]; VScales = new DeviceMemory[layers]; }
             try
             {
                 for (int l = 0; l < layers; l++)
                 {
                     K[l] = backend._context.Allocate(bytes);
                     V[l] = backend._context.Allocate(bytes);
+                    if (KScales is not null)
+                    {
+                        KScales[l] = backend._context.Allocate(scaleBytes);
+                        VScales![l] = backend._context.Allocate(scaleBytes);
+                    }
                 }
             }
             catch
@@ -502,20 +555,23 @@ public sealed unsafe class CudaBackend : IBackend
             }
         }
 
+        public ulong KScale(int layer) => KScales?[layer].Pointer ?? 0;
+        public ulong VScale(int layer) => VScales?[layer].Pointer ?? 0;
+
         public override void Dispose()
         {
             foreach (var m in K) m?.Dispose();
             foreach (var m in V) m?.Dispose();
+            foreach (var m in KScales ?? []) m?.Dispose();
+            foreach (var m in VScales ?? []) m?.Dispose();
         }
     }
 
     public KvCacheStorage CreateKvCache(int layers, int kvHeads, int headDim, int blockSize, int blocks, KvCacheType type)
     {
-        // kv_append_int8 / attention_decode_paged_int8 take one scale per KV head for the whole pool (the CPU cache has one per
-        // token and head) and prefill has no int8 kernel, so an int8 cache is refused rather than silently stored as F32.
-        if (type == KvCacheType.Int8) throw new NotSupportedException("int8 KV cache is not implemented on CUDA (use an f32 cache there)");
+        if (type is not (KvCacheType.F32 or KvCacheType.Int8)) throw new NotSupportedException($"{type} KV cache on CUDA");
         _context.MakeCurrent();
-        return new CudaKvStorage(this, layers, kvHeads, headDim, blockSize, blocks);
+        return new CudaKvStorage(this, layers, kvHeads, headDim, blockSize, blocks, type);
     }
 
     private static void CheckBlocks(CudaKvStorage c, ReadOnlySpan<int> blockTable, int tokens, string op)
@@ -531,7 +587,7 @@ public sealed unsafe class CudaBackend : IBackend
         int kvw = c.KvHeads * c.HeadDim, width = qkv.Dim(-1), rows = (int)(qkv.Length / width), bs = c.BlockSize;
         if (width != qHeads * c.HeadDim + 2 * kvw) throw new ArgumentException($"WriteKv: width {width} does not match the cache's heads");
         CheckBlocks(c, blockTable, position0 + rows, "WriteKv");
-        var slots = new int[rows];
+        Span<int> slots = rows <= 256 ? stackalloc int[rows] : new int[rows];
         for (int i = 0; i < rows; i++)
         {
             int pos = position0 + i;
@@ -539,7 +595,11 @@ public sealed unsafe class CudaBackend : IBackend
         }
         int qw = qHeads * c.HeadDim;
         using var slotBuffer = Upload<int>(slots);
-        Launch(K.KvAppendF32, rows, 256, P(Ptr(qkv)), width, qw, qw + kvw, kvw, P(slotBuffer.Pointer), rows, P(c.K[layer].Pointer), P(c.V[layer].Pointer));
+        if (c.Type == KvCacheType.Int8)
+            Launch(K.KvAppendInt8, rows, 256, P(Ptr(qkv)), width, qw, qw + kvw, kvw, P(slotBuffer.Pointer), rows, P(c.K[layer].Pointer),
+                P(c.V[layer].Pointer), P(c.KScale(layer)), P(c.VScale(layer)), c.HeadDim);
+        else
+            Launch(K.KvAppendF32, rows, 256, P(Ptr(qkv)), width, qw, qw + kvw, kvw, P(slotBuffer.Pointer), rows, P(c.K[layer].Pointer), P(c.V[layer].Pointer));
     }
 
     public Tensor CachedAttention(Tensor qkv, int qHeads, KvCacheStorage cache, int layer, ReadOnlySpan<int> blockTable, int position0, float scale)
@@ -548,31 +608,49 @@ public sealed unsafe class CudaBackend : IBackend
         int width = qkv.Dim(-1), rows = (int)(qkv.Length / width), tk = position0 + rows, d = c.HeadDim, kvw = c.KvHeads * d;
         if (qHeads % c.KvHeads != 0) throw new ArgumentException($"Attention: {qHeads} query heads are not a multiple of {c.KvHeads} KV heads");
         CheckBlocks(c, blockTable, tk, "CachedAttention");
-        string prefill = PrefillKernel(d, "CachedAttention");
+        bool int8 = c.Type == KvCacheType.Int8;
+        string prefill = PrefillKernel(d, "CachedAttention", int8);
         var o = New(rows, qHeads * d);
-        using var table = Upload(blockTable);
+        // The table goes up padded to a power of two: its length (an argument) then changes rarely as the sequence grows.
+        int tableLength = (int)System.Numerics.BitOperations.RoundUpToPowerOf2((uint)Math.Max(1, blockTable.Length));
+        if (_paddedTable.Length < tableLength) _paddedTable = new int[tableLength];
+        blockTable.CopyTo(_paddedTable);
+        _paddedTable.AsSpan(blockTable.Length, tableLength - blockTable.Length).Clear();
+        using var table = Upload<int>(_paddedTable.AsSpan(0, tableLength));
         ulong k = c.K[layer].Pointer, v = c.V[layer].Pointer;
         if (rows > 1)
         {
-            Launch(prefill, new Dim3((uint)Ceil(rows, 64), (uint)qHeads, 1), 128, P(Ptr(qkv)), width, P(k), P(v), kvw, P(table.Pointer),
-                blockTable.Length, c.BlockSize, P(0), P(Ptr(o)), rows, tk, qHeads, c.KvHeads, d, scale, 1);
+            var grid = new Dim3((uint)Ceil(rows, 64), (uint)qHeads, 1);
+            if (int8)
+                Launch(prefill, grid, 128, P(Ptr(qkv)), width, P(k), P(v), kvw, P(c.KScale(layer)), P(c.VScale(layer)), P(table.Pointer),
+                    tableLength, c.BlockSize, P(0), P(Ptr(o)), rows, tk, qHeads, c.KvHeads, d, scale, 1);
+            else
+                Launch(prefill, grid, 128, P(Ptr(qkv)), width, P(k), P(v), kvw, P(table.Pointer),
+                    tableLength, c.BlockSize, P(0), P(Ptr(o)), rows, tk, qHeads, c.KvHeads, d, scale, 1);
             return o;
         }
 
-        // Decode: split the sequence so that about two blocks per SM are busy, then merge the splits.
+        // Decode: split the sequence so that about two blocks per SM are busy, then merge the splits. The split count
+        // moves only at powers of two of the length (each kernel divides its own length), so a recorded decode graph
+        // stays valid across tokens.
         int slices = Ceil(qHeads / c.KvHeads, DecodeGroupPerBlock);
-        int splits = Math.Clamp(Ceil(2L * _context.Multiprocessors, c.KvHeads * slices), 1, Ceil(tk, 32));
-        int keysPerSplit = Ceil(tk, splits);
-        splits = Ceil(tk, keysPerSplit);
+        int splits = Math.Min(Math.Clamp(Ceil(2L * _context.Multiprocessors, c.KvHeads * slices), 1, 1024),
+            (int)System.Numerics.BitOperations.RoundUpToPowerOf2((uint)Ceil(tk, 32)));
         using var seqLen = Upload<int>([tk]);
-        using var partialAcc = _context.AllocateOnStream(_stream, (long)qHeads * splits * d * sizeof(float));
-        using var partialMax = _context.AllocateOnStream(_stream, (long)qHeads * splits * sizeof(float));
-        using var partialSum = _context.AllocateOnStream(_stream, (long)qHeads * splits * sizeof(float));
-        Launch(K.AttentionDecodePagedF32, new Dim3((uint)splits, (uint)(c.KvHeads * slices), 1), 128, P(Ptr(qkv)), width, P(k), P(v), kvw,
-            P(table.Pointer), blockTable.Length, P(seqLen.Pointer), c.BlockSize, P(partialAcc.Pointer), P(partialMax.Pointer),
-            P(partialSum.Pointer), qHeads, c.KvHeads, d, keysPerSplit, scale);
+        using var partialAcc = NewScratch((long)qHeads * splits * d * sizeof(float));
+        using var partialMax = NewScratch((long)qHeads * splits * sizeof(float));
+        using var partialSum = NewScratch((long)qHeads * splits * sizeof(float));
+        var decodeGrid = new Dim3((uint)splits, (uint)(c.KvHeads * slices), 1);
+        if (int8)
+            Launch(K.AttentionDecodePagedInt8, decodeGrid, 128, P(Ptr(qkv)), width, P(k), P(v), kvw, P(c.KScale(layer)), P(c.VScale(layer)),
+                P(table.Pointer), tableLength, P(seqLen.Pointer), c.BlockSize, P(partialAcc.Pointer), P(partialMax.Pointer),
+                P(partialSum.Pointer), qHeads, c.KvHeads, d, scale);
+        else
+            Launch(K.AttentionDecodePagedF32, decodeGrid, 128, P(Ptr(qkv)), width, P(k), P(v), kvw,
+                P(table.Pointer), tableLength, P(seqLen.Pointer), c.BlockSize, P(partialAcc.Pointer), P(partialMax.Pointer),
+                P(partialSum.Pointer), qHeads, c.KvHeads, d, scale);
         Launch(K.AttentionDecodeReduce, new Dim3((uint)qHeads, 1), 128, P(partialAcc.Pointer), P(partialMax.Pointer), P(partialSum.Pointer),
-            P(Ptr(o)), qHeads, d, splits);
+            P(Ptr(o)), qHeads, d, splits, P(0), P(0));
         return o;
     }
 
@@ -627,8 +705,8 @@ public sealed unsafe class CudaBackend : IBackend
         long rowBytes = (long)d * sizeof(float);
         for (int i = 0; i < b; i++)
         {
-            _context.CopyOnDevice(yp + (ulong)(i * (t + 1) * rowBytes), rp, rowBytes, _stream);
-            _context.CopyOnDevice(yp + (ulong)((i * (t + 1) + 1) * rowBytes), xp + (ulong)(i * t * rowBytes), t * rowBytes, _stream);
+            CopyDevice(yp + (ulong)(i * (t + 1) * rowBytes), rp, rowBytes);
+            CopyDevice(yp + (ulong)((i * (t + 1) + 1) * rowBytes), xp + (ulong)(i * t * rowBytes), t * rowBytes);
         }
         return y;
     }
@@ -651,7 +729,8 @@ public sealed unsafe class CudaBackend : IBackend
     public int[] Argmax(Tensor logits)
     {
         int vocab = logits.Dim(-1), rows = (int)(logits.Length / vocab);
-        using var ids = _context.AllocateOnStream(_stream, rows * sizeof(int));
+        ThrowIfInStep("Argmax");
+        using var ids = NewScratch(rows * sizeof(int));
         Launch(K.ArgmaxRows, rows, 1024, P(Ptr(logits)), rows, vocab, P(ids.Pointer));
         return DownloadTokens(ids, rows);
     }
@@ -665,13 +744,14 @@ public sealed unsafe class CudaBackend : IBackend
         int vocab = logits.Dim(-1), rows = (int)(logits.Length / vocab);
         if (uniform.Length != rows) throw new ArgumentException($"Sample: {uniform.Length} random numbers for {rows} rows");
         if (!(temperature > 0) || !(topP > 0 && topP <= 1)) throw new FastMMException($"Sample: temperature {temperature} must be > 0 and top_p {topP} in (0, 1]");
+        ThrowIfInStep("Sample");
         using var u = Upload(uniform);
-        using var ids = _context.AllocateOnStream(_stream, rows * sizeof(int));
+        using var ids = NewScratch(rows * sizeof(int));
         Launch(K.SampleRows, rows, 1024, P(Ptr(logits)), rows, vocab, temperature, topK, topP, P(u.Pointer), P(ids.Pointer));
         return DownloadTokens(ids, rows);
     }
 
-    private int[] DownloadTokens(StreamMemory ids, int rows)
+    private int[] DownloadTokens(Scratch ids, int rows)
     {
         var tokens = new int[rows];
         fixed (int* p = tokens) _context.CopyToHost(p, ids.Pointer, rows * sizeof(int), _stream);
@@ -685,6 +765,7 @@ public sealed unsafe class CudaBackend : IBackend
     {
         _context.MakeCurrent();
         _stream.Synchronize();
+        DisposeSteps();
         _kernels.Dispose();
         _staging?.Dispose();
         _stream.Dispose();

@@ -11,6 +11,8 @@ public static class CudaKernelNames
 {
     public const string AttentionPrefillHd64 = "attention_prefill_hd64";
     public const string AttentionPrefillHd128 = "attention_prefill_hd128";
+    public const string AttentionPrefillInt8Hd64 = "attention_prefill_int8_hd64";
+    public const string AttentionPrefillInt8Hd128 = "attention_prefill_int8_hd128";
     public const string AttentionDecodePagedF32 = "attention_decode_paged_f32";
     public const string AttentionDecodePagedInt8 = "attention_decode_paged_int8";
     public const string AttentionDecodeReduce = "attention_decode_reduce";
@@ -46,7 +48,6 @@ public static class CudaKernelNames
     public const string LinearQ4_0Gemv = "linear_q4_0_gemv";
     public const string LinearInt4GroupGemv = "linear_int4g_gemv";
 
-    public const string RopeTable = "rope_table_f32";
     public const string RopeApply = "rope_apply_f32";
     public const string RopePositions = "rope_positions_f32";
 
@@ -56,14 +57,14 @@ public static class CudaKernelNames
     /// <summary>kernels/NAME.cu → its entry points.</summary>
     public static readonly IReadOnlyDictionary<string, string[]> ByFile = new Dictionary<string, string[]>
     {
-        ["attention"] = [AttentionPrefillHd64, AttentionPrefillHd128, AttentionDecodePagedF32, AttentionDecodePagedInt8, AttentionDecodeReduce],
+        ["attention"] = [AttentionPrefillHd64, AttentionPrefillHd128, AttentionPrefillInt8Hd64, AttentionPrefillInt8Hd128, AttentionDecodePagedF32, AttentionDecodePagedInt8, AttentionDecodeReduce],
         ["elementwise"] = [Activation, AddBroadcast, ScaleBias, SwiGlu, SoftmaxRows, L2NormalizeRows, GatherRows, ScatterRows],
         ["kv_cache"] = [KvAppendF32, KvAppendInt8, KvCopyBlocks],
         ["norms"] = [RmsNorm, LayerNorm],
         ["patch_embed"] = [PatchEmbedF32, PatchEmbedF16],
         ["quant_matmul"] = [LinearF32Gemm, LinearF16Gemm, LinearQ8_0Gemm, LinearQ4_0Gemm, LinearInt4GroupGemm, LinearF32Gemv,
             LinearF16Gemv, QuantizeActivations, LinearQ8_0Gemv, LinearQ4_0Gemv, LinearInt4GroupGemv],
-        ["rope"] = [RopeTable, RopeApply, RopePositions],
+        ["rope"] = [RopeApply, RopePositions],
         ["sampling"] = [ArgmaxRows, SampleRows],
     };
 }

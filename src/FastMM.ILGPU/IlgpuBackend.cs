@@ -29,7 +29,7 @@ public enum IlgpuDevice
 /// activations to int8 blocks and take integer dot products, exactly as the CPU reference does. Not thread-safe,
 /// like the models that drive a backend.
 /// </summary>
-public sealed class IlgpuBackend : IBackend
+public sealed class IlgpuBackend : IBackend, IDeviceBandwidth
 {
     private readonly Context _context;
     private readonly Accelerator _accelerator;
@@ -47,6 +47,22 @@ public sealed class IlgpuBackend : IBackend
     /// <summary>The accelerator, e.g. "CPUAccelerator" or the GPU's name.</summary>
     public string DeviceName => _accelerator.Name;
     public AcceleratorType AcceleratorType => _accelerator.AcceleratorType;
+
+    /// <summary>Ten device-to-device copies (512 MiB on a GPU, 64 MiB on the CPU accelerator), timed after one warm-up.</summary>
+    public double MeasureCopyBandwidth()
+    {
+        long n = (_accelerator.AcceleratorType == AcceleratorType.CPU ? 64L : 512L) << 18; // floats
+        const int copies = 10;
+        using var src = _accelerator.Allocate1D<float>(n);
+        using var dst = _accelerator.Allocate1D<float>(n);
+        src.MemSetToZero();
+        src.View.CopyTo(dst.View);
+        _accelerator.Synchronize();
+        var sw = System.Diagnostics.Stopwatch.StartNew();
+        for (int i = 0; i < copies; i++) src.View.CopyTo(dst.View);
+        _accelerator.Synchronize();
+        return 2.0 * n * sizeof(float) * copies / sw.Elapsed.TotalSeconds / 1e9;
+    }
 
     // Kernels are compiled on first use (a first compile costs ~0.2–0.7 s, later ones a few ms) and cached here.
     private Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, int, int>? _gemm;

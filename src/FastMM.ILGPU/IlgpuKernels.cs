@@ -1,5 +1,6 @@
 using ILGPU;
 using ILGPU.Algorithms;
+using ILGPU.Runtime.Cuda;
 
 namespace FastMM.Ilgpu;
 
@@ -67,8 +68,21 @@ internal static class IlgpuKernels
         return x >= 0f ? x * (1f - 0.5f * r) : 0.5f * x * r;
     }
 
-    /// <summary>Round half to even for |v| &lt; 2²², as the CPU kernels' Math.Round / vroundps (the 1.5·2²³ trick).</summary>
-    private static float RoundEven(float v) => (v + 12582912f) - 12582912f;
+    /// <summary>
+    /// Round half to even for |v| &lt; 2²², as the CPU kernels' Math.Round / vroundps. On CUDA one cvt.rni: the
+    /// 1.5·2²³ trick there lets ptxas contract the caller's x·y + 1.5·2²³ into one fma that rounds the exact product
+    /// (an H200 run saw int8 activations differ from the CPU's), and ILGPU.Algorithms' XMath.Round rounds halves away
+    /// from zero in PTX. Elsewhere (the CPU accelerator: .NET arithmetic, no contraction) the trick is exact.
+    /// </summary>
+    private static float RoundEven(float v)
+    {
+        if (CudaAsm.IsSupported)
+        {
+            CudaAsm.Emit("cvt.rni.f32.f32 %0, %1;", out float r, v);
+            return r;
+        }
+        return (v + 12582912f) - 12582912f;
+    }
 
     /// <summary>An fp16 stored little-endian at bytes[i], i+1 as a float, exact for every finite half (as FastMM.Quant.Fp16.Load).</summary>
     private static float Half(ArrayView<byte> bytes, int i)

@@ -36,6 +36,12 @@ public interface IBackend : IDisposable
 {
     string Name { get; }
 
+    /// <summary>
+    /// Where this backend computes below F32, declared rather than hidden: the conformance suite holds the ops named here
+    /// to the F16 bound against an F32 reference, every other op to the F32 bound against the CPU. F32 everywhere by default.
+    /// </summary>
+    BackendPrecision Precision => BackendPrecision.F32;
+
     // ---- memory ----
     Tensor Zeros(params int[] shape);
     Tensor FromHost(ReadOnlySpan<float> data, params int[] shape);
@@ -129,6 +135,25 @@ public interface IBackend : IDisposable
     Tensor Repeat(Tensor row, int batch);
 }
 
+/// <summary>The ops a backend runs with F16 operands (F32 accumulation) on tensor cores; see <see cref="IBackend.Precision"/>.</summary>
+/// <param name="F16Attention">Attention, SelfAttention and multi-row (prefill) CachedAttention round q, k and v to F16.</param>
+/// <param name="F16LinearMinRows">
+/// Linear over quantized or F16 weights with at least this many rows (prefill, vision) rounds the activations to F16 and
+/// multiplies by the dequantized weights, instead of the CPU's int8-quantized activations; int.MaxValue: never.
+/// </param>
+public sealed record BackendPrecision(bool F16Attention = false, int F16LinearMinRows = int.MaxValue)
+{
+    public static BackendPrecision F32 { get; } = new();
+
+    public override string ToString()
+    {
+        var parts = new List<string>();
+        if (F16Attention) parts.Add("attention with F16 operands");
+        if (F16LinearMinRows != int.MaxValue) parts.Add($"quantized/F16-weight Linear with F16 activations from {F16LinearMinRows} rows");
+        return parts.Count == 0 ? "F32" : string.Join("; ", parts);
+    }
+}
+
 /// <summary>An HF Linear weight prepared by a backend; owns its memory.</summary>
 public abstract class LinearWeight : IDisposable
 {
@@ -137,4 +162,41 @@ public abstract class LinearWeight : IDisposable
     /// <summary>Bytes of stored weight data one product reads (packed F32 panels, or the quantized blocks).</summary>
     public long WeightBytes { get; protected init; }
     public abstract void Dispose();
+}
+
+/// <summary>
+/// A backend with memory of its own (a GPU): the device-to-device copy bandwidth measured now, in GB/s counting bytes
+/// read plus bytes written, so benchmarks can state a roofline bound taken in the same process.
+/// </summary>
+public interface IDeviceBandwidth
+{
+    string DeviceName { get; }
+    double MeasureCopyBandwidth();
+}
+
+/// <summary>
+/// A backend that can replay a repeated sequence of ops (a decode step) as one recorded graph: a token then costs one
+/// launch instead of hundreds. Ops issued between <see cref="BeginStep"/> and <see cref="IStepScope.Commit"/> are
+/// deferred and run at Commit; the tensors they return stay valid until the next BeginStep (a later use fails
+/// loudly). No op inside a step may read back to the host. A step whose ops differ from the recorded ones (new
+/// shapes or arguments) is recorded anew, so the caller does not track when that happens.
+/// </summary>
+public interface IStepGraphs
+{
+    IStepScope BeginStep();
+
+    /// <summary>Committed steps so far: replayed from a recorded graph, recorded anew, or run op by op (graphs turned off).</summary>
+    (long Replays, long Captures, long Eager) StepCounts { get; }
+
+    /// <summary>Device operations (kernels and copies) the last committed step ran, after any fusion.</summary>
+    int OpsPerStep { get; }
+
+    /// <summary>Mean host time per committed step: recording its ops (BeginStep to Commit), and committing them.</summary>
+    (double RecordMs, double CommitMs) StepHostMs { get; }
+}
+
+/// <summary>An open step: <see cref="Commit"/> runs it; disposing without Commit (an exception) drops its work.</summary>
+public interface IStepScope : IDisposable
+{
+    void Commit();
 }

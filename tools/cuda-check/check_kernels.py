@@ -8,17 +8,20 @@ PyTorch's context and stream, exactly as src/FastMM.Cuda launches them (same arg
     python3 tools/cuda-check/check_kernels.py [build/kernels] [--bench]
 
 Prints one line per check (max error against the reference, tolerance) and exits 1 if any check fails.
---bench adds timings for the two performance targets (quantized decode GEMV, attention prefill at 4096).
+--bench adds timings for the two performance targets (quantized decode GEMV, attention prefill at 4096);
+--gemv-only runs just the GEMV timing (e.g. under ncu).
 """
 import ctypes
 import math
 import os
 import sys
+import time
 
 import torch
 
 OUT = next((a for a in sys.argv[1:] if not a.startswith("--")), "build/kernels")
 BENCH = "--bench" in sys.argv
+GEMV_ONLY = "--gemv-only" in sys.argv  # just the GEMV timing (for a profiler run)
 DEV = "cuda"
 torch.manual_seed(0)
 
@@ -61,8 +64,9 @@ class F64(float):
     pass
 
 
-def launch(file, name, grid, block, *args):
-    """Arguments: tensors (device pointers), None (null), int (int32), I64, float (float32), F64."""
+def launch(file, name, grid, block, *args, sync=True):
+    """Arguments: tensors (device pointers), None (null), int (int32), I64, float (float32), F64.
+    sync=False leaves the launch queued (timing loops: a host synchronize per launch would be timed too)."""
     holders = []
     for a in args:
         if isinstance(a, torch.Tensor):
@@ -85,7 +89,8 @@ def launch(file, name, grid, block, *args):
     stream = ctypes.c_void_p(torch.cuda.current_stream().cuda_stream)
     check_cu(cuda.cuLaunchKernel(kernel(file, name), *[ctypes.c_uint(g) for g in grid], *[ctypes.c_uint(b) for b in block],
                                  ctypes.c_uint(0), stream, params, None), f"cuLaunchKernel({name})")
-    torch.cuda.synchronize()
+    if sync:
+        torch.cuda.synchronize()
 
 
 def report(what, actual, expected, tol):
@@ -194,7 +199,7 @@ def check_attention():
 
     q = randn(len(lengths), heads * d)
     seq_lens = torch.tensor(lengths, dtype=torch.int32, device=DEV)
-    splits, keys_per_split = 8, ceil(max(lengths), 8)
+    splits = 8  # each sequence's keys are split 8 ways (the kernel divides its own length)
     slices = ceil(heads // kv_heads, 16)
     partial_acc = torch.empty(len(lengths), heads, splits, d, device=DEV)
     partial_max = torch.empty(len(lengths), heads, splits, device=DEV)
@@ -203,23 +208,38 @@ def check_attention():
     refs = torch.cat([attention_ref(q[s].view(1, 1, heads, d), gather(k_pool, s, n), gather(v_pool, s, n), heads, kv_heads,
                                     0.125, True, None)[0] for s, n in enumerate(lengths)])
     launch("attention", "attention_decode_paged_f32", (splits, kv_heads * slices, len(lengths)), 128, q, heads * d, k_pool, v_pool,
-           kvw, tables, blocks_per_seq, seq_lens, bs, partial_acc, partial_max, partial_sum, heads, kv_heads, d, keys_per_split, 0.125)
-    launch("attention", "attention_decode_reduce", (heads, len(lengths)), 128, partial_acc, partial_max, partial_sum, out, heads, d, splits)
+           kvw, tables, blocks_per_seq, seq_lens, bs, partial_acc, partial_max, partial_sum, heads, kv_heads, d, 0.125)
+    launch("attention", "attention_decode_reduce", (heads, len(lengths)), 128, partial_acc, partial_max, partial_sum, out, heads, d, splits, None, None)
     report("attention_decode_paged_f32 + reduce (lengths 1, 77, 1000; 8 splits)", out, refs, 1e-5)
 
-    k_scale = (k_pool.view(-1, kv_heads, d).abs().amax(dim=(0, 2)) / 127).contiguous()
-    v_scale = (v_pool.view(-1, kv_heads, d).abs().amax(dim=(0, 2)) / 127).contiguous()
-    k8 = torch.round(k_pool.view(-1, kv_heads, d) / k_scale[None, :, None]).clamp(-127, 127).to(torch.int8).view(-1, kvw).contiguous()
-    v8 = torch.round(v_pool.view(-1, kv_heads, d) / v_scale[None, :, None]).clamp(-127, 127).to(torch.int8).view(-1, kvw).contiguous()
-    k_deq = (k8.view(-1, kv_heads, d).float() * k_scale[None, :, None]).view(-1, kvw)
-    v_deq = (v8.view(-1, kv_heads, d).float() * v_scale[None, :, None]).view(-1, kvw)
+    # int8 cache: one scale per (pool row, KV head), as kv_append_int8 writes it.
+    def quantize_rows(pool):
+        x = pool.view(-1, kv_heads, d)
+        sc = (x.abs().amax(dim=2) / 127).contiguous()
+        q8 = torch.round(x / sc[:, :, None]).clamp(-127, 127).to(torch.int8).view(-1, kvw).contiguous()
+        return q8, sc, (q8.view(-1, kv_heads, d).float() * sc[:, :, None]).view(-1, kvw)
+
+    k8, k_scale, k_deq = quantize_rows(k_pool)
+    v8, v_scale, v_deq = quantize_rows(v_pool)
     refs = torch.cat([attention_ref(q[s].view(1, 1, heads, d), gather(k_deq, s, n), gather(v_deq, s, n), heads, kv_heads,
                                     0.125, True, None)[0] for s, n in enumerate(lengths)])
     launch("attention", "attention_decode_paged_int8", (splits, kv_heads * slices, len(lengths)), 128, q, heads * d, k8, v8, kvw,
-           k_scale, v_scale, tables, blocks_per_seq, seq_lens, bs, partial_acc, partial_max, partial_sum, heads, kv_heads, d,
-           keys_per_split, 0.125)
-    launch("attention", "attention_decode_reduce", (heads, len(lengths)), 128, partial_acc, partial_max, partial_sum, out, heads, d, splits)
+           k_scale, v_scale, tables, blocks_per_seq, seq_lens, bs, partial_acc, partial_max, partial_sum, heads, kv_heads, d, 0.125)
+    launch("attention", "attention_decode_reduce", (heads, len(lengths)), 128, partial_acc, partial_max, partial_sum, out, heads, d, splits, None, None)
     report("attention_decode_paged_int8 + reduce", out, refs, 1e-5)
+    # The reduction can also write the q8_1 activations of its output (fused quantization for the next GEMV).
+    xq8, xds8 = torch.empty(len(lengths), heads * d, dtype=torch.int8, device=DEV), torch.empty(len(lengths), heads * d // 32, 2, device=DEV)
+    launch("attention", "attention_decode_reduce", (heads, len(lengths)), 128, partial_acc, partial_max, partial_sum, out, heads, d, splits, xq8, xds8)
+    eq8, eds8 = torch.empty_like(xq8), torch.empty_like(xds8)
+    launch("quant_matmul", "quantize_activations_q8_1", ceil(out.numel(), 256), 256, out, eq8, eds8, len(lengths), heads * d)
+    report("attention_decode_reduce + q8_1 output", torch.cat([xq8.float().flatten(), xds8.flatten()]), torch.cat([eq8.float().flatten(), eds8.flatten()]), 0)
+
+    qp = randn(tq, heads * d)
+    outp = torch.empty(tq, heads * d, device=DEV)
+    launch("attention", "attention_prefill_int8_hd64", (ceil(tq, 64), heads, 1), 128, qp, heads * d, k8, v8, kvw, k_scale, v_scale,
+           tables[2].contiguous(), blocks_per_seq, bs, None, outp, tq, tk, heads, kv_heads, d, 0.125, 1)
+    ref = attention_ref(qp.view(1, tq, heads, d), gather(k_deq, 2, tk), gather(v_deq, 2, tk), heads, kv_heads, 0.125, True, None)
+    report("attention_prefill_int8_hd64 paged (tq=40 of tk=200)", outp, ref[0], 3e-3)
 
     # kv_append writes the slots the reference reads back
     rows, qh = 5, 4
@@ -229,9 +249,14 @@ def check_attention():
     launch("kv_cache", "kv_append_f32", rows, 256, qkv, qkv.shape[1], qh * d, qh * d + kvw, kvw, slots, rows, kp, vp)
     report("kv_append_f32", torch.cat([kp[slots.long()], vp[slots.long()]]), torch.cat([qkv[:, qh * d:qh * d + kvw], qkv[:, qh * d + kvw:]]), 0)
     k8p, v8p = torch.zeros(64, kvw, dtype=torch.int8, device=DEV), torch.zeros(64, kvw, dtype=torch.int8, device=DEV)
-    launch("kv_cache", "kv_append_int8", rows, 256, qkv, qkv.shape[1], qh * d, qh * d + kvw, kvw, slots, rows, k8p, v8p, k_scale, v_scale, d)
-    expect = torch.round(qkv[:, qh * d:qh * d + kvw].view(rows, kv_heads, d) / k_scale[None, :, None]).clamp(-127, 127)
-    report("kv_append_int8", k8p[slots.long()].float(), expect.view(rows, kvw), 0)
+    ksp, vsp = torch.full((64, kv_heads), float("nan"), device=DEV), torch.full((64, kv_heads), float("nan"), device=DEV)
+    qkv[1, qh * d:qh * d + d] = 0  # an all-zero head: scale 0, zeros
+    launch("kv_cache", "kv_append_int8", rows, 256, qkv, qkv.shape[1], qh * d, qh * d + kvw, kvw, slots, rows, k8p, v8p, ksp, vsp, d)
+    kx = qkv[:, qh * d:qh * d + kvw].view(rows, kv_heads, d)
+    expect_scale = kx.abs().amax(dim=2) / 127
+    expect = torch.round(kx / expect_scale.clamp_min(1e-30)[:, :, None]).clamp(-127, 127)
+    report("kv_append_int8 values", k8p[slots.long()].float(), expect.view(rows, kvw), 0)
+    report("kv_append_int8 scales", ksp[slots.long()], expect_scale, 0)
     pairs = torch.tensor([[0, 3], [2, 1]], dtype=torch.int32, device=DEV)
     kb = randn(4, bs * kvw)
     vb = randn(4, bs * kvw)
@@ -283,7 +308,7 @@ def padded(raw):
 
 
 def check_matmul():
-    n, k = 300, 576
+    n, k = 300, 640
     for m in [1, 5, 200]:
         x = randn(m, k)
         bias = randn(n)
@@ -317,6 +342,17 @@ def check_matmul():
                 launch("quant_matmul", f"linear_{kernel_name}_gemm", (ceil(n, 64), ceil(m, 64)), 128, x, *extra, bias, y, m, n, k, 4)
                 tol = 3e-3
             report(f"linear_{name} M={m} (silu)", y, ref, tol)
+    # Quantized GEMV rows long enough for several staging passes (257 blocks: 128 + 128 + 1)
+    kl = 8224
+    xl, wl = randn(3, kl), randn(64, kl, scale=0.05)
+    xq = torch.empty(3, kl, dtype=torch.int8, device=DEV)
+    xds = torch.empty(3, kl // 32, 2, device=DEV)
+    launch("quant_matmul", "quantize_activations_q8_1", ceil(3 * kl, 256), 256, xl, xq, xds, 3, kl)
+    for name, packed in [("q8_0", pack_q8_0(wl)), ("q4_0", pack_q4_0(wl))]:
+        y = torch.empty(3, 64, device=DEV)
+        launch("quant_matmul", f"linear_{name}_gemv", ceil(64, 4), 128, xq, xds, padded(packed[0]), None, y, 3, 64, kl, 0)
+        report(f"linear_{name}_gemv M=3 K={kl} (three staging passes)", y, xl.double() @ packed[-1].double().T, 2e-2)
+
     # F32 GEMV with K not a multiple of 4 (scalar path) and the SIMT GEMM with an odd K
     for m in [3, 40]:
         x, w = randn(m, 587), randn(90, 587)
@@ -345,32 +381,48 @@ def check_matmul():
 
 
 def bench_gemv():
+    # Weight sets rotate so that each launch reads its weights from HBM, not from the 60 MB L2.
     n, k = 14336, 4096
     x = randn(1, k)
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     for name, bytes_per_weight in [("q4_0", 18 / 32), ("q8_0", 34 / 32)]:
+        sets = max(2, math.ceil(400e6 / (n * k * bytes_per_weight)))
         w = randn(n, k, scale=0.05)
         raw = padded((pack_q4_0 if name == "q4_0" else pack_q8_0)(w)[0])
+        raws = [raw] + [raw.clone() for _ in range(sets - 1)]
         xq, xds, y = torch.empty(1, k, dtype=torch.int8, device=DEV), torch.empty(1, k // 32, 2, device=DEV), torch.empty(1, n, device=DEV)
         launch("quant_matmul", "quantize_activations_q8_1", ceil(k, 256), 256, x, xq, xds, 1, k)
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        reps = 50
-        start.record()
-        for _ in range(reps):
-            launch("quant_matmul", f"linear_{name}_gemv", ceil(n, 4), 128, xq, xds, raw, None, y, 1, n, k, 0)
-        end.record()
-        torch.cuda.synchronize()
-        ms = start.elapsed_time(end) / reps
-        copy_src = torch.empty(int(n * k * bytes_per_weight), dtype=torch.uint8, device=DEV)
+        # Warm-up long enough for the clocks to ramp (a few hundred ms: the GPU idles at a few hundred MHz; runs that
+        # warmed up for ~0.3 ms measured 17 to 55 us for the same kernel), then the median of 7 timed trials.
+        reps = 20 * sets
+        warm_until = time.perf_counter() + 0.4
+        while time.perf_counter() < warm_until:
+            for r in raws:
+                launch("quant_matmul", f"linear_{name}_gemv", ceil(n, 4), 128, xq, xds, r, None, y, 1, n, k, 0, sync=False)
+            torch.cuda.synchronize()
+        trials = []
+        for _ in range(7):
+            start.record()
+            for i in range(reps):
+                launch("quant_matmul", f"linear_{name}_gemv", ceil(n, 4), 128, xq, xds, raws[i % sets], None, y, 1, n, k, 0, sync=False)
+            end.record()
+            torch.cuda.synchronize()
+            trials.append(start.elapsed_time(end) / reps)
+        ms = sorted(trials)[len(trials) // 2]
+        copy_src = torch.empty(int(400e6), dtype=torch.uint8, device=DEV)
         copy_dst = torch.empty_like(copy_src)
+        copy_dst.copy_(copy_src)
         start.record()
-        for _ in range(reps):
+        for _ in range(10):
             copy_dst.copy_(copy_src)
         end.record()
         torch.cuda.synchronize()
-        copy_ms = start.elapsed_time(end) / reps
+        copy_ms = start.elapsed_time(end) / 10
         gbs = n * k * bytes_per_weight / ms / 1e6
         copy_gbs = 2 * copy_src.numel() / copy_ms / 1e6
-        print(f"bench linear_{name}_gemv {n}x{k}: {ms * 1e3:.1f} us, {gbs:.0f} GB/s weights = {100 * gbs / copy_gbs:.0f}% of copy ({copy_gbs:.0f} GB/s)")
+        print(f"bench linear_{name}_gemv {n}x{k} ({sets} weight sets): {ms * 1e3:.1f} us (median of 7; trials {min(trials) * 1e3:.1f}-{max(trials) * 1e3:.1f}), "
+              f"{gbs:.0f} GB/s weights = {100 * gbs / copy_gbs:.0f}% of copy ({copy_gbs:.0f} GB/s read+write)")
+        del raws, raw, copy_src, copy_dst
 
 
 # ---------------- norms, rope, elementwise ----------------
@@ -379,11 +431,11 @@ def check_small_ops():
     rows, d = 7, 1000
     x, res, w, bta = randn(rows, d), randn(rows, d), randn(d), randn(d)
     y = torch.empty(rows, d, device=DEV)
-    launch("norms", "rms_norm_f32", rows, 256, x, None, None, w, y, rows, d, 1e-6)
+    launch("norms", "rms_norm_f32", rows, 256, x, None, None, w, y, rows, d, 1e-6, None, None)
     xd = x.double()
     report("rms_norm_f32", y, xd * torch.rsqrt(xd.pow(2).mean(-1, keepdim=True) + 1e-6) * w.double(), 1e-6)
     residual = res.clone()
-    launch("norms", "rms_norm_f32", rows, 256, x, residual, residual, w, y, rows, d, 1e-6)  # residual += x in place
+    launch("norms", "rms_norm_f32", rows, 256, x, residual, residual, w, y, rows, d, 1e-6, None, None)  # residual += x in place
     h = (x + res).double()
     report("rms_norm_f32 fused residual (sum_out aliases residual)", torch.cat([y, residual]),
            torch.cat([h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + 1e-6) * w.double(), h]), 1e-6)
@@ -391,11 +443,9 @@ def check_small_ops():
     report("layer_norm_f32 fused residual", y, torch.nn.functional.layer_norm(h, (d,), w.double(), bta.double(), 1e-5), 1e-6)
 
     head_dim, count, theta, pos0 = 64, 9, 10000.0, 1000
-    table = torch.empty(count, head_dim, device=DEV)
-    launch("rope", "rope_table_f32", count, 32, table, pos0, count, head_dim, F64(theta))
     j = torch.arange(head_dim // 2, dtype=torch.float64)
     angle = (pos0 + torch.arange(count, dtype=torch.float64))[:, None] / theta ** (2 * j / head_dim)
-    report("rope_table_f32", table, torch.cat([angle.cos(), angle.sin()], dim=1), 1e-7)
+    table = torch.cat([angle.cos(), angle.sin()], dim=1).float().to(DEV)  # the host builds the table (BackendArgs.RopeTable)
     qh, kvh = 4, 2
     qkv = randn(count, (qh + 2 * kvh) * head_dim)
 
@@ -408,8 +458,16 @@ def check_small_ops():
         return out
 
     a = qkv.clone()
-    launch("rope", "rope_apply_f32", count, 32, a, table, count, a.shape[1], qh + kvh, head_dim)
+    launch("rope", "rope_apply_f32", count, 32, a, table, count, a.shape[1], qh + kvh, head_dim, None, 0, 0, 0, None, None)
     report("rope_apply_f32", a, rope_ref(qkv, table[:, :32].double(), table[:, 32:].double()), 1e-6)
+    # Fused with kv_append_f32: the rotated k and the v land in the rows' slots.
+    a2, kvw_r = qkv.clone(), kvh * head_dim
+    slots_r = torch.randperm(40, device=DEV)[:count].int().contiguous()
+    kp_r, vp_r = torch.zeros(40, kvw_r, device=DEV), torch.zeros(40, kvw_r, device=DEV)
+    launch("rope", "rope_apply_f32", count, 32, a2, table, count, a2.shape[1], qh + kvh, head_dim, slots_r, qh * head_dim,
+           (qh + kvh) * head_dim, kvw_r, kp_r, vp_r)
+    report("rope_apply_f32 + kv append", torch.cat([a2, kp_r[slots_r.long()], vp_r[slots_r.long()]], dim=1),
+           torch.cat([a, a[:, qh * head_dim:(qh + kvh) * head_dim], a[:, (qh + kvh) * head_dim:]], dim=1), 0)
     positions = torch.tensor([0, 5, 1, 70000, 3, 3, 9, 100, 2], dtype=torch.int32, device=DEV)
     a = qkv.clone()
     launch("rope", "rope_positions_f32", count, 32, a, positions, count, a.shape[1], qh + kvh, head_dim, F64(theta))
@@ -429,8 +487,25 @@ def check_small_ops():
     report("scale_bias_f32", a, x * 0.5 + 2.0, 1e-7)
     g = randn(4, 2 * 300)
     out = torch.empty(4, 300, device=DEV)
-    launch("elementwise", "swiglu_f32", 5, 256, g, out, I64(4), 300)
+    launch("elementwise", "swiglu_f32", 5, 256, g, out, I64(4), 300, None, None)
     report("swiglu_f32", out, torch.nn.functional.silu(g[:, :300].double()) * g[:, 300:].double(), 1e-6)
+
+    # Producers that also quantize their output for a decode GEMV must give quantize_activations_q8_1's bytes exactly.
+    def q8_1(t, m, k):
+        xq, xds = torch.empty(m, k, dtype=torch.int8, device=DEV), torch.empty(m, k // 32, 2, device=DEV)
+        launch("quant_matmul", "quantize_activations_q8_1", ceil(m * k, 256), 256, t, xq, xds, m, k)
+        return xq, xds
+
+    xn, wn = randn(3, 576), randn(576)
+    yn, xq, xds = torch.empty(3, 576, device=DEV), torch.empty(3, 576, dtype=torch.int8, device=DEV), torch.empty(3, 18, 2, device=DEV)
+    launch("norms", "rms_norm_f32", 3, 256, xn, None, None, wn, yn, 3, 576, 1e-6, xq, xds)
+    eq, eds = q8_1(yn, 3, 576)
+    report("rms_norm_f32 + q8_1 output", torch.cat([xq.float().flatten(), xds.flatten()]), torch.cat([eq.float().flatten(), eds.flatten()]), 0)
+    gs = randn(2, 2 * 1536)
+    ys, xq, xds = torch.empty(2, 1536, device=DEV), torch.empty(2, 1536, dtype=torch.int8, device=DEV), torch.empty(2, 48, 2, device=DEV)
+    launch("elementwise", "swiglu_f32", 12, 256, gs, ys, I64(2), 1536, xq, xds)
+    eq, eds = q8_1(ys, 2, 1536)
+    report("swiglu_f32 + q8_1 output", torch.cat([xq.float().flatten(), xds.flatten()]), torch.cat([eq.float().flatten(), eds.flatten()]), 0)
     a = x.clone()
     launch("elementwise", "softmax_rows_f32", 3, 256, a, 3, 5000)
     report("softmax_rows_f32", a, torch.softmax(x.double(), -1), 1e-6)
@@ -501,24 +576,36 @@ def check_sampling():
 
 def bench_attention():
     b, heads, d, t = 1, 32, 128, 4096
-    qkv = randn(b, t, 3 * heads * d)
+    q, k, v = randn(b, t, heads * d), randn(b, t, heads * d), randn(b, t, heads * d)
     out = torch.empty(b, t, heads * d, device=DEV)
-    args = (qkv, 3 * heads * d, qkv[:, :, heads * d:].contiguous(), qkv[:, :, 2 * heads * d:].contiguous(), 3 * heads * d - heads * d,
-            None, 0, 1, None, out, t, t, heads, heads, d, d ** -0.5, 0)
+    args = (q, heads * d, k, v, heads * d, None, 0, 1, None, out, t, t, heads, heads, d, d ** -0.5, 0)
     launch("attention", "attention_prefill_hd128", (ceil(t, 64), heads, b), 128, *args)
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     start.record()
     for _ in range(10):
-        launch("attention", "attention_prefill_hd128", (ceil(t, 64), heads, b), 128, *args)
+        launch("attention", "attention_prefill_hd128", (ceil(t, 64), heads, b), 128, *args, sync=False)
     end.record()
     torch.cuda.synchronize()
     ms = start.elapsed_time(end) / 10
     tflops = 4 * b * heads * t * t * d / ms / 1e9
     print(f"bench attention_prefill_hd128 non-causal B=1 H=32 T=4096 D=128: {ms:.2f} ms, {tflops:.0f} TFLOP/s")
+    # The same shape through PyTorch's own fused attention in bf16, timed in this process, as the yardstick.
+    q, k, v = (randn(b, heads, t, d).to(torch.bfloat16) for _ in range(3))
+    torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    start.record()
+    for _ in range(10):
+        torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    end.record()
+    torch.cuda.synchronize()
+    ref_ms = start.elapsed_time(end) / 10
+    print(f"bench torch sdpa bf16 (same shape, yardstick): {ref_ms:.2f} ms, {4 * b * heads * t * t * d / ref_ms / 1e9:.0f} TFLOP/s; ours takes {ms / ref_ms:.1f}x its time")
 
 
 if __name__ == "__main__":
     print(f"device: {torch.cuda.get_device_name()}, kernels from {OUT}")
+    if GEMV_ONLY:
+        bench_gemv()
+        sys.exit(0)
     for check in [check_attention, check_matmul, check_small_ops, check_sampling]:
         try:
             check()

@@ -9,7 +9,7 @@ internal static class CommonOptions
 {
     public static readonly Option<string> Backend = new("--backend")
     {
-        Description = "compute backend: cpu, cuda, ilgpu (a CUDA or OpenCL GPU through ILGPU), ilgpu:cuda, ilgpu:opencl or ilgpu:cpu (ILGPU kernels on the CPU: slow, for testing); an unavailable backend is an error, never a fallback",
+        Description = "compute backend: cpu, cuda (cuda:eager: decode steps op by op instead of replayed CUDA graphs), ilgpu (a CUDA or OpenCL GPU through ILGPU), ilgpu:cuda, ilgpu:opencl or ilgpu:cpu (ILGPU kernels on the CPU: slow, for testing); an unavailable backend is an error, never a fallback",
         DefaultValueFactory = _ => "cpu",
         Recursive = true,
     };

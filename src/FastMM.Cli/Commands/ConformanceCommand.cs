@@ -21,7 +21,7 @@ internal static class ConformanceCommand
             foreach (var c in checks)
                 if (!Conformance.Checks.Contains(c)) throw new FastMMException($"--check: unknown check '{c}' (checks: {string.Join(", ", Conformance.Checks)})");
             using var backend = CommonOptions.CreateBackend(p);
-            stdout.WriteLine($"conformance of '{backend.Name}' against cpu, seed {s}");
+            stdout.WriteLine($"conformance of '{backend.Name}' against cpu, seed {s}; declared precision: {backend.Precision}");
             var rng = new Random(s);
             int passed = 0, failed = 0;
             foreach (var c in checks)

@@ -6,7 +6,8 @@ namespace FastMM.Cli.Commands;
 
 /// <summary>
 /// `fastmm bench` on a generative VLM: image encode, time to first token, prefill and decode speed, and the
-/// decode bound from memory bandwidth measured in the same process (F32 weight bytes read per token ÷ bandwidth).
+/// decode bound from memory bandwidth measured in the same process (the text weights' stored bytes, read once per
+/// token, ÷ the bandwidth): the host's read bandwidth on the CPU, the device's copy bandwidth on a GPU backend.
 /// </summary>
 internal static class VlmBench
 {
@@ -14,8 +15,9 @@ internal static class VlmBench
         FastMM.Backends.ProfilingBackend? profiler, TextWriter report, QuantPolicy? quant = null)
     {
         int threads = CpuParallel.Threads;
-        double peak = CpuPeak.MeasureGflops(threads);
-        double bandwidth = CpuPeak.MeasureReadBandwidth(threads);
+        var device = (backend is FastMM.Backends.ProfilingBackend pb ? pb.Inner : backend) as IDeviceBandwidth;
+        double? peak = device is null ? CpuPeak.MeasureGflops(threads) : null;
+        double bandwidth = device?.MeasureCopyBandwidth() ?? CpuPeak.MeasureReadBandwidth(threads);
         var sw = Stopwatch.StartNew();
         using var m = ModelLoader.LoadVisionLanguageModel(dir, backend, quant: quant);
         double loadMs = sw.Elapsed.TotalMilliseconds;
@@ -56,34 +58,44 @@ internal static class VlmBench
         {
             profiler.Reset();
             using var seq = cache.NewSequence(decodeTokens + 1);
-            var one = new int[1];
             for (int i = 0; i < decodeTokens; i++)
             {
-                one[0] = rng.Next(spec.Vocab);
-                using var e = m.Text.Embed(one);
-                using var l = m.Forward(e, seq, allLogits: false);
+                using var l = m.Decode(rng.Next(spec.Vocab), seq);
             }
             report.WriteLine($"per-op time per decode token (mean of {decodeTokens}):");
             foreach (var (op, ms, calls) in profiler.Report()) report.WriteLine($"  {op,-32} {ms / decodeTokens,9:F3} ms  {calls / decodeTokens,5} calls");
         }
 
-        long perLayer = (long)spec.Hidden * spec.Heads * spec.HeadDim * 2 + (long)spec.Hidden * spec.KvHeads * spec.HeadDim * 2 + 3L * spec.Hidden * spec.Intermediate;
-        long weightBytes = 4 * (perLayer * spec.Layers + (long)spec.Vocab * spec.Hidden); // F32; a tied lm_head is read in full
+        // Every text Linear (a tied lm_head included) is read once per token, in the format it is stored in.
+        long weightBytes = m.Quantization.BytesPerComponent.GetValueOrDefault(ModelComponent.Text);
         double bound = bandwidth * 1e9 / weightBytes;
-        return new Dictionary<string, object>
+        var r = new Dictionary<string, object>
         {
-            ["model"] = Path.GetFullPath(dir), ["model_type"] = m.ModelType, ["backend"] = backend.Name, ["threads"] = threads,
+            ["model"] = Path.GetFullPath(dir), ["model_type"] = m.ModelType, ["backend"] = backend.Name,
+            [device is null ? "threads" : "device"] = device is null ? threads : device.DeviceName,
             ["load_ms"] = Math.Round(loadMs, 1),
             ["image_encode_ms"] = Math.Round(imageMs, 1),
             [$"ttft_ms_1image_{ttftIds.Length}tok"] = Math.Round(ttftMs, 1),
             [$"prefill_tok_s_{promptTokens}"] = Math.Round(prefillTokS, 1),
             ["decode_tok_s"] = Math.Round(decodeTokS, 2),
             ["decode_weight_bytes_per_token"] = weightBytes,
-            ["read_bandwidth_gb_s"] = Math.Round(bandwidth, 2),
+            [device is null ? "read_bandwidth_gb_s" : "device_copy_bandwidth_gb_s"] = Math.Round(bandwidth, 2),
             ["decode_bound_tok_s"] = Math.Round(bound, 2),
             ["decode_fraction_of_bound"] = Math.Round(decodeTokS / bound, 3),
-            ["fma_peak_gflops"] = Math.Round(peak, 1),
-            ["peak_memory_mb"] = Process.GetCurrentProcess().PeakWorkingSet64 / (1 << 20),
         };
+        if (peak is { } gflops) r["fma_peak_gflops"] = Math.Round(gflops, 1);
+        if (backend is IStepGraphs g)
+        {
+            var (replays, captures, eager) = g.StepCounts;
+            r["decode_steps_replayed"] = replays;
+            r["decode_steps_captured"] = captures;
+            r["decode_steps_eager"] = eager;
+            r["decode_step_device_ops"] = g.OpsPerStep;
+            var (recordMs, commitMs) = g.StepHostMs;
+            r["decode_step_host_record_ms"] = Math.Round(recordMs, 3);
+            r["decode_step_host_commit_ms"] = Math.Round(commitMs, 3);
+        }
+        r["peak_memory_mb"] = Process.GetCurrentProcess().PeakWorkingSet64 / (1 << 20);
+        return r;
     }
 }

@@ -70,6 +70,10 @@ public sealed unsafe class CudaContext : IDisposable
         fixed (byte* p = src) Driver.Check(Driver.cuMemcpyHtoDAsync(dst, p, (nuint)src.Length, stream.DangerousGetHandle()), "cuMemcpyHtoDAsync");
     }
 
+    /// <summary>Host-to-device copy from raw (pinned) host memory: capturable into a graph, which then reads that memory at launch.</summary>
+    public void CopyToDevice(ulong dst, void* src, long bytes, CudaStream stream)
+        => Driver.Check(Driver.cuMemcpyHtoDAsync(dst, src, (nuint)bytes, stream.DangerousGetHandle()), "cuMemcpyHtoDAsync");
+
     public void CopyToHost(void* dst, ulong src, long bytes, CudaStream stream)
         => Driver.Check(Driver.cuMemcpyDtoHAsync(dst, src, (nuint)bytes, stream.DangerousGetHandle()), "cuMemcpyDtoHAsync");
 

@@ -18,6 +18,9 @@ public readonly struct KernelArg
     private readonly ulong _bits;
     private KernelArg(ulong bits) => _bits = bits;
 
+    /// <summary>The 8 bytes as passed (a pointer, or an int/float in the low 4 bytes).</summary>
+    internal ulong Bits => _bits;
+
     public static implicit operator KernelArg(int v) => new((uint)v);
     public static implicit operator KernelArg(long v) => new((ulong)v);
     public static implicit operator KernelArg(float v) => new(BitConverter.SingleToUInt32Bits(v));

@@ -77,11 +77,39 @@ public sealed class CausalLm
     /// </summary>
     public Tensor Forward(Tensor x, KvSequence seq, bool allLogits, int ropeOffset = 0)
     {
-        var b = Backend;
-        int t = x.Dim(0), pos0 = seq.Length;
+        int pos0 = Prepare(seq, x.Dim(0), ropeOffset);
+        return Layers(x, seq, allLogits, pos0, ropeOffset);
+    }
+
+    /// <summary>
+    /// One decode step: the logits [1, Vocab] of <paramref name="token"/> appended to seq. The step is the same op
+    /// sequence every time, so a backend that can (<see cref="IStepGraphs"/>) replays it as one recorded graph; the
+    /// logits are then valid until the next step.
+    /// </summary>
+    public Tensor Decode(int token, KvSequence seq, int ropeOffset = 0)
+    {
+        int pos0 = Prepare(seq, 1, ropeOffset);
+        using var step = Backend is IStepGraphs graphs ? graphs.BeginStep() : null;
+        Tensor logits;
+        using (var x = Backend.Embedding(_embed, [token]))
+            logits = Layers(x, seq, allLogits: false, pos0, ropeOffset);
+        step?.Commit();
+        return logits;
+    }
+
+    private int Prepare(KvSequence seq, int t, int ropeOffset)
+    {
+        int pos0 = seq.Length;
         if (pos0 + ropeOffset + t > Spec.MaxPositions)
             throw new FastMMException($"{pos0 + ropeOffset + t} positions exceed the model's context window (max_position_embeddings {Spec.MaxPositions})");
         seq.Reserve(t);
+        return pos0;
+    }
+
+    private Tensor Layers(Tensor x, KvSequence seq, bool allLogits, int pos0, int ropeOffset)
+    {
+        var b = Backend;
+        int t = x.Dim(0);
         float scale = 1f / MathF.Sqrt(Spec.HeadDim);
         using var rope = b.RopeTable(pos0 + ropeOffset, t, Spec.HeadDim, Spec.RopeTheta);
         using var h0 = b.Embedding(x, Identity(t)); // a private copy: the residual stream is updated in place

@@ -128,7 +128,6 @@ public sealed class Generator : IDisposable
         yield return new Step(StepKind.PrefillDone, 0, "", default);
 
         var row = new float[_model.Text.Vocab];
-        var one = new int[1];
         int emitted = 0; // with stop strings: how much of stops.Text has been streamed (text that may start a stop is held back)
         for (int produced = 0; ; produced++)
         {
@@ -156,9 +155,7 @@ public sealed class Generator : IDisposable
                 yield return new Step(StepKind.Finished, token, "", FinishReason.Cancelled);
                 yield break;
             }
-            one[0] = token;
-            using var e = _model.Text.Embed(one);
-            logits = _model.Forward(e, seq, allLogits: false, r.RopeOffset);
+            logits = _model.Decode(token, seq, r.RopeOffset);
         }
     }
 

@@ -18,12 +18,14 @@ public sealed record ConformanceResult(string Check, string Case, double Relativ
 /// lengths across KV block boundaries. Before each op the target's allocator is handed a NaN-filled buffer of the
 /// output's size to reuse (pooling allocators return it to the next request of that size), so an output element the
 /// kernel never writes shows up as NaN. F32 ops must agree to relative L2 ≤ 1e-5; quantized products too (they take
-/// the same integer dot products). Run by the test project for every backend the machine has, and by
+/// the same integer dot products). Ops a backend declares in <see cref="IBackend.Precision"/> as computed with F16
+/// operands are held to relative L2 ≤ 2e-3 instead, against the F32 result (for Linear: of the dequantized weights). Run by the test project for every backend the machine has, and by
 /// <c>fastmm conformance --backend NAME</c> where there is no test runner (the GPU check machine).
 /// </summary>
 public static class Conformance
 {
     public const double F32Tolerance = 1e-5;
+    public const double F16Tolerance = 2e-3;
 
     private delegate void CheckBody(Runner r);
 
@@ -41,6 +43,7 @@ public static class Conformance
         ("rope", Rope),
         ("kv-cache-attention", CachedAttention),
         ("row-movers", RowMovers),
+        ("decode-steps", DecodeSteps),
     ];
 
     public static IReadOnlyList<string> Checks { get; } = s_checks.Select(c => c.Name).ToArray();
@@ -153,9 +156,10 @@ public static class Conformance
 
     private static void LinearQuantized(Runner r)
     {
-        QuantType[] types = [QuantType.Q8_0, QuantType.Q4_0, QuantType.Int4G32, QuantType.Int4G64, QuantType.Int4G128];
-        (int M, int N, int K)[] shapes = [(1, 7, 128), (5, 33, 256), (2, 3, 384), (19, 9, 128)]; // 19 rows: two full row blocks of 8 and a partial one
-        int i = 0;
+        QuantType[] types = [QuantType.Q8_0, QuantType.Q4_0, QuantType.Int4G32, QuantType.Int4G64, QuantType.Int4G128, QuantType.F16, QuantType.BF16];
+        // 19 rows: two full row blocks of 8 and a partial one; K = 8224 (257 blocks): a decode GEMV's row in three passes
+        (int M, int N, int K)[] shapes = [(1, 7, 128), (5, 33, 256), (2, 3, 384), (19, 9, 128), (70, 40, 160), (3, 5, 8224)];
+        int f16From = r.Target.Precision.F16LinearMinRows, i = 0;
         foreach (var type in types)
             foreach (var (m, n, k) in shapes)
             {
@@ -163,17 +167,47 @@ public static class Conformance
                 var w = QuantizedMatrix.Quantize(r.Random(n * k, 0.5f), n, k, type);
                 var b = i % 2 == 0 ? r.Random(n) : [];
                 var act = i++ % 2 == 0 ? Activation.None : Activation.Silu;
+                bool f16 = m >= f16From && type != QuantType.F32;
                 var (xr, xt) = r.Both(r.Random(m * k), m, k);
                 using (xr) using (xt)
-                using (var wr = r.Ref.Linear(w, b))
+                // A backend that declares F16 activations here is measured against the exact product of the dequantized weights.
+                using (var wr = f16 ? r.Ref.Linear(w.DequantizeAll(), n, k, b) : r.Ref.Linear(w, b))
                 using (var wt = r.Target.Linear(w, b))
                 {
                     r.Poison((long)m * n);
                     using var yr = r.Ref.Linear(xr, wr, act);
                     using var yt = r.Target.Linear(xt, wt, act);
-                    r.Compare($"{QuantFormats.Get(type).Name} {m}x{n}x{k} {act}", yr, yt);
+                    r.Compare($"{QuantFormats.Get(type).Name} {m}x{n}x{k} {act}{(f16 ? " (declared F16 activations)" : "")}", yr, yt,
+                        f16 ? F16Tolerance : F32Tolerance);
                 }
             }
+
+        // Activations on the midpoints between int8 steps, as float rounds them: each 32-block's first value fixes its
+        // scale d, the rest are (k + ½)·d rounded to float, so x·(1/d) lands within an ulp of a half. An implementation
+        // that rounds x·(1/d) any other way than the CPU flips many of them (an fma contracting the product into the
+        // 1.5·2²³ rounding trick: 378 of 1,024 in a simulation).
+        {
+            const int m = 4, n = 16, k = 256;
+            var x = new float[m * k];
+            for (int b = 0; b < m * k / 32; b++)
+            {
+                float d = (float)(0.004 + 0.02 * r.Rng.NextDouble());
+                x[b * 32] = 127 * d;
+                for (int j = 1; j < 32; j++)
+                    x[b * 32 + j] = (float)((r.Rng.Next(-120, 120) + 0.5) * d);
+            }
+            var w = QuantizedMatrix.Quantize(r.Random(n * k, 0.5f), n, k, QuantType.Q8_0);
+            var (xr, xt) = r.Both(x, m, k);
+            using (xr) using (xt)
+            using (var wr = r.Ref.Linear(w, []))
+            using (var wt = r.Target.Linear(w, []))
+            {
+                r.Poison((long)m * n);
+                using var yr = r.Ref.Linear(xr, wr);
+                using var yt = r.Target.Linear(xt, wt);
+                r.Compare($"q8_0 {m}x{n}x{k} activations near rounding midpoints", yr, yt);
+            }
+        }
     }
 
     private static void MatMulTransposed(Runner r)
@@ -291,10 +325,13 @@ public static class Conformance
                     r.Poison((long)b * tq * hd);
                     using var or = r.Ref.Attention(qr, kr, vr, heads, scale, causal, masked ? mr : null);
                     using var ot = r.Target.Attention(qt, kt, vt, heads, scale, causal, masked ? mt : null);
-                    r.Compare($"b{b} tq{tq} tk{tk} h{heads} d{d}{(causal ? " causal" : "")}{(masked ? " masked" : "")}", or, ot);
+                    r.Compare($"b{b} tq{tq} tk{tk} h{heads} d{d}{(causal ? " causal" : "")}{(masked ? " masked" : "")}{F16Note(r)}", or, ot, AttentionTolerance(r));
                 }
             }
     }
+
+    private static double AttentionTolerance(Runner r) => r.Target.Precision.F16Attention ? F16Tolerance : F32Tolerance;
+    private static string F16Note(Runner r) => r.Target.Precision.F16Attention ? " (declared F16)" : "";
 
     private static void SelfAttention(Runner r)
     {
@@ -312,7 +349,7 @@ public static class Conformance
                 r.Poison((long)b * t * heads * d);
                 using var or = r.Ref.SelfAttention(xr, heads, 0.125f, causal, masked ? mr : null);
                 using var ot = r.Target.SelfAttention(xt, heads, 0.125f, causal, masked ? mt : null);
-                r.Compare($"b{b} t{t} h{heads} d{d}{(causal ? " causal" : "")}{(masked ? " masked" : "")}", or, ot);
+                r.Compare($"b{b} t{t} h{heads} d{d}{(causal ? " causal" : "")}{(masked ? " masked" : "")}{F16Note(r)}", or, ot, AttentionTolerance(r));
             }
         }
     }
@@ -379,7 +416,9 @@ public static class Conformance
                         r.Poison((long)step * qh * d);
                         using var or = r.Ref.CachedAttention(xr, qh, cr, 0, table, pos, scale);
                         using var ot = r.Target.CachedAttention(xt, qh, ct, 0, table, pos, scale);
-                        r.Compare($"{label} {(step > 1 ? "prefill" : "decode")} at {pos}+{step}", or, ot);
+                        // Decode (one query row) is F32 on every backend; prefill may be declared F16.
+                        if (step > 1) r.Compare($"{label} prefill at {pos}+{step}{F16Note(r)}", or, ot, AttentionTolerance(r));
+                        else r.Compare($"{label} decode at {pos}+{step}", or, ot);
                     }
                     pos += step;
                 }
@@ -429,6 +468,88 @@ public static class Conformance
                 using var c = r.Target.PixelShuffle(pt, scale);
                 r.Compare($"pixel shuffle b{b} {side}x{side} by {scale}, width {e}", a, c);
             }
+        }
+    }
+
+    /// <summary>
+    /// A two-layer toy decoder (attention and a SwiGLU MLP, Q8_0/Q4_0/F32 weights) run token by token, each token one step where the target records steps
+    /// (<see cref="IStepGraphs"/>): replays of a recorded graph, fed new token ids, slots, lengths and RoPE rows, must
+    /// give the logits the CPU gives op by op, across KV block boundaries and the lengths where the split count moves.
+    /// A step-recording target must also have replayed some steps rather than recording every one anew.
+    /// </summary>
+    private static void DecodeSteps(Runner r)
+    {
+        const int vocab = 37, heads = 4, kvHeads = 2, d = 32, layers = 2, blockSize = 4, tokens = 48, inter = 96;
+        int hidden = heads * d, width = (heads + 2 * kvHeads) * d, blocks = tokens / blockSize + 2;
+        var (embR, embT) = r.Both(r.Random(vocab * hidden), vocab, hidden);
+        var (normR, normT) = r.Both(r.Random(hidden, 0.5f).Select(v => 1f + v).ToArray(), hidden);
+        var qkvW = Enumerable.Range(0, layers).Select(_ => QuantizedMatrix.Quantize(r.Random(width * hidden, 0.3f), width, hidden, QuantType.Q8_0)).ToArray();
+        var oW = Enumerable.Range(0, layers).Select(_ => QuantizedMatrix.Quantize(r.Random(hidden * hidden, 0.3f), hidden, hidden, QuantType.Q8_0)).ToArray();
+        var gateUpW = Enumerable.Range(0, layers).Select(_ => r.Random(2 * inter * hidden, 0.3f)).ToArray();
+        var downW = Enumerable.Range(0, layers).Select(_ => QuantizedMatrix.Quantize(r.Random(hidden * inter, 0.3f), hidden, inter, QuantType.Q4_0)).ToArray();
+        var lmW = r.Random(vocab * hidden, 0.3f);
+        var disposables = new List<IDisposable> { embR, embT, normR, normT };
+        try
+        {
+            LinearWeight[] qkvR = qkvW.Select(w => Track(r.Ref.Linear(w, []))).ToArray(), qkvT = qkvW.Select(w => Track(r.Target.Linear(w, []))).ToArray();
+            LinearWeight[] oR = oW.Select(w => Track(r.Ref.Linear(w, []))).ToArray(), oT = oW.Select(w => Track(r.Target.Linear(w, []))).ToArray();
+            LinearWeight[] guR = gateUpW.Select(w => Track(r.Ref.Linear(w, 2 * inter, hidden, []))).ToArray(), guT = gateUpW.Select(w => Track(r.Target.Linear(w, 2 * inter, hidden, []))).ToArray();
+            LinearWeight[] downR = downW.Select(w => Track(r.Ref.Linear(w, []))).ToArray(), downT = downW.Select(w => Track(r.Target.Linear(w, []))).ToArray();
+            var lmR = Track(r.Ref.Linear(lmW, vocab, hidden, [])); var lmT = Track(r.Target.Linear(lmW, vocab, hidden, []));
+            var cacheR = Track(r.Ref.CreateKvCache(layers, kvHeads, d, blockSize, blocks, KvCacheType.F32));
+            var cacheT = Track(r.Target.CreateKvCache(layers, kvHeads, d, blockSize, blocks, KvCacheType.F32));
+            var table = Enumerable.Range(0, blocks).OrderBy(_ => r.Rng.Next()).ToArray();
+            var steps = r.Target as IStepGraphs;
+            var before = steps?.StepCounts ?? default;
+            for (int pos = 0; pos < tokens; pos++)
+            {
+                int token = r.Rng.Next(vocab);
+                var used = table.AsSpan(0, pos / blockSize + 1);
+                r.Case($"token {pos}");
+                using var yr = Step(r.Ref, embR, normR, qkvR, oR, guR, downR, lmR, cacheR, used, token, pos);
+                using var scope = steps?.BeginStep();
+                using var yt = Step(r.Target, embT, normT, qkvT, oT, guT, downT, lmT, cacheT, used, token, pos);
+                scope?.Commit();
+                if (pos % 10 == 0 || pos == tokens - 1) r.Compare($"token {pos} (block size {blockSize})", yr, yt);
+            }
+            if (steps is not null)
+            {
+                var (replays, captures, eager) = steps.StepCounts;
+                long replayed = replays - before.Replays, recorded = captures - before.Captures, direct = eager - before.Eager;
+                string what = $"{tokens} steps: {replayed} replayed, {recorded} recorded, {direct} op by op";
+                bool ok = replayed + recorded + direct == tokens && (direct == tokens || replayed >= tokens / 2);
+                r.Results.Add(new ConformanceResult("decode-steps", what, 0, 1, F32Tolerance, ok ? null : "steps were not replayed from the recorded graph"));
+            }
+        }
+        finally
+        {
+            foreach (var x in disposables) x.Dispose();
+        }
+
+        T Track<T>(T x) where T : IDisposable { disposables.Add(x); return x; }
+
+        Tensor Step(IBackend b, Tensor emb, Tensor norm, LinearWeight[] qkv, LinearWeight[] o, LinearWeight[] gateUp, LinearWeight[] down,
+            LinearWeight lm, KvCacheStorage cache, ReadOnlySpan<int> used, int token, int pos)
+        {
+            using var rope = b.RopeTable(pos, 1, d, 10000);
+            using var h = b.Embedding(emb, [token]);
+            for (int l = 0; l < layers; l++)
+            {
+                using var n = b.RmsNorm(h, norm, 1e-6f);
+                using var x = b.Linear(n, qkv[l]);
+                b.RopeInPlace(x, heads, kvHeads, d, rope);
+                b.WriteKv(cache, l, x, heads, used, pos);
+                using var a = b.CachedAttention(x, heads, cache, l, used, pos, 1f / MathF.Sqrt(d));
+                using var y = b.Linear(a, o[l], Activation.Silu);
+                b.AddInPlace(h, y);
+                using var n2 = b.RmsNorm(h, norm, 1e-6f);
+                using var gu = b.Linear(n2, gateUp[l]);
+                using var m = b.SwiGlu(gu);
+                using var y2 = b.Linear(m, down[l]);
+                b.AddInPlace(h, y2);
+            }
+            using var last = b.RmsNorm(h, norm, 1e-6f);
+            return b.Linear(last, lm);
         }
     }
 }

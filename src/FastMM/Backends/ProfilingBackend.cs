@@ -15,6 +15,8 @@ public sealed class ProfilingBackend : IBackend
     public ProfilingBackend(IBackend inner) { _inner = inner; }
 
     public string Name => _inner.Name;
+    public IBackend Inner => _inner;
+    public BackendPrecision Precision => _inner.Precision;
     public IReadOnlyDictionary<string, (long Ticks, int Calls)> Stats => _stats;
     public void Reset() => _stats.Clear();
 

@@ -59,11 +59,12 @@ public class CudaHostTests
     }
 
     [Fact]
-    public void RegistryRefusesOptionsABackendDoesNotTakeAndTheCpuSlot()
+    public void RegistryRefusesUnknownOptionsAndTheCpuSlot()
     {
         CudaBackend.Register();
+        // cuda takes one option, eager; anything else is refused before a device is looked for.
         var e = Assert.Throws<FastMMException>(() => BackendRegistry.Create("cuda:1"));
-        Assert.Equal("backend 'cuda' takes no option (got '1')", e.Message);
+        Assert.Equal("backend 'cuda' is not available: cuda: unknown option '1' (choose cuda, or cuda:eager to run decode steps op by op)", e.Message);
         Assert.Throws<ArgumentException>(() => BackendRegistry.Register("cpu", () => new CpuBackend()));
         Assert.Throws<ArgumentException>(() => BackendRegistry.Register("tpu", () => new CpuBackend()));
     }
