@@ -6,7 +6,7 @@ namespace FastMM.Cuda;
 /// <summary>
 /// Decode steps as CUDA graphs (<see cref="IStepGraphs"/>). Inside a step nothing reaches the driver: launches and
 /// device copies are recorded, tensors and scratch come from a bump arena whose addresses repeat from step to step,
-/// and uploads are staged in pinned host memory (identical bytes once per step) whose device mirror is filled by one
+/// and uploads are staged in pinned host memory (a block table, length or slots once per step) whose device mirror is filled by one
 /// copy at the start of the step. At Commit a peephole pass fuses each residual add into the norm that follows it,
 /// each decode GEMV's activation quantization into the norm, SwiGLU or attention merge that produced its input, and
 /// each KV append into the RoPE launch before it; then the recording is compared with the one the current graph was captured from: equal (same kernels, grids and
@@ -101,8 +101,10 @@ public sealed unsafe partial class CudaBackend : IStepGraphs
     }
 
     private readonly List<UploadBuffer> _uploadBuffers = new();
+    /// <summary>Memory released inside a step that the step's deferred work may still read: freed after it is issued.</summary>
+    private readonly List<IDisposable> _releasedInStep = new();
     /// <summary>This step's uploads (buffer, offset, length), for staging identical bytes once.</summary>
-    private readonly List<(int Buffer, long Offset, int Length)> _stepUploads = new();
+    private readonly List<(UploadKind Kind, int Buffer, long Offset, int Length)> _stepUploads = new();
 
     /// <summary>Steps run as a replayed graph, steps recorded anew (captures), steps run op by op (graphs off).</summary>
     public (long Replays, long Captures, long Eager) StepCounts => (_replays, _captures, _eagerSteps);
@@ -140,7 +142,20 @@ public sealed unsafe partial class CudaBackend : IStepGraphs
     private void EndStep(bool commit)
     {
         _inStep = false;
-        if (!commit) { _recording.Clear(); return; }
+        try
+        {
+            if (commit) Run();
+        }
+        finally
+        {
+            _recording.Clear();
+            FreeReleasedInStep();
+        }
+    }
+
+    /// <summary>The recorded step: fused, then replayed from the graph, captured anew, or issued op by op.</summary>
+    private void Run()
+    {
         long recorded = System.Diagnostics.Stopwatch.GetTimestamp();
         _recordTicks += recorded - _stepStart;
         _context.MakeCurrent();
@@ -238,7 +253,13 @@ public sealed unsafe partial class CudaBackend : IStepGraphs
         bytes = Math.Max(256, (bytes + 255) & ~255L);
         while (true)
         {
-            if (_arenaChunk == _arenaChunks.Count) _arenaChunks.Add(_context.Allocate(Math.Max(ArenaChunkBytes, bytes)));
+            if (_arenaChunk == _arenaChunks.Count)
+            {
+                // New step memory starts as NaN (bytes 0xFF), so an element a step's kernel never writes shows up as NaN.
+                var added = _context.Allocate(Math.Max(ArenaChunkBytes, bytes));
+                _context.Fill(added.Pointer, added.Bytes, 0xFF, _stream);
+                _arenaChunks.Add(added);
+            }
             var chunk = _arenaChunks[_arenaChunk];
             if (_arenaOffset + bytes <= chunk.Bytes)
             {
@@ -259,11 +280,13 @@ public sealed unsafe partial class CudaBackend : IStepGraphs
         return new Scratch(m.Pointer, m);
     }
 
-    /// <summary>
-    /// A device copy of host values for one op; within a step, staged bytes. Read-only uploads (<paramref name="shared"/>)
-    /// with identical bytes share one copy per step; a tensor's storage (which ops may write) never does.
-    /// </summary>
-    private Scratch Upload<T>(ReadOnlySpan<T> values, bool shared = true) where T : unmanaged
+    /// <summary>What an upload holds. Within a step, uploads of one kind with identical bytes share one copy (a decode
+    /// step uploads the same block table, length and slots for every layer); uploads of different kinds never do, so
+    /// a coincidence of values (a token id equal to the length) cannot change the recorded arguments.</summary>
+    private enum UploadKind : byte { Private, BlockTable, SequenceLength, Slots }
+
+    /// <summary>A device copy of host values for one op; within a step, staged bytes (see <see cref="UploadKind"/>).</summary>
+    private Scratch Upload<T>(ReadOnlySpan<T> values, UploadKind kind = UploadKind.Private) where T : unmanaged
     {
         var bytes = MemoryMarshal.AsBytes(values);
         if (!_inStep)
@@ -273,11 +296,11 @@ public sealed unsafe partial class CudaBackend : IStepGraphs
             _context.CopyToDevice(m.Pointer, bytes, _stream);
             return new Scratch(m.Pointer, m);
         }
-        if (shared)
-            foreach (var (bi, offset, length) in _stepUploads)
+        if (kind != UploadKind.Private)
+            foreach (var (k, bi, offset, length) in _stepUploads)
             {
                 var u = _uploadBuffers[bi];
-                if (length == bytes.Length && bytes.SequenceEqual(new ReadOnlySpan<byte>((byte*)u.Host.Pointer + offset, length)))
+                if (k == kind && length == bytes.Length && bytes.SequenceEqual(new ReadOnlySpan<byte>((byte*)u.Host.Pointer + offset, length)))
                     return new Scratch(u.Device.Pointer + (ulong)offset, null);
             }
         long aligned = Math.Max(16, (bytes.Length + 15) & ~15L);
@@ -290,7 +313,7 @@ public sealed unsafe partial class CudaBackend : IStepGraphs
         }
         var buffer = _uploadBuffers[^1];
         bytes.CopyTo(new Span<byte>((byte*)buffer.Host.Pointer + buffer.Used, bytes.Length));
-        if (shared) _stepUploads.Add((_uploadBuffers.Count - 1, buffer.Used, bytes.Length));
+        if (kind != UploadKind.Private) _stepUploads.Add((kind, _uploadBuffers.Count - 1, buffer.Used, bytes.Length));
         ulong dst = buffer.Device.Pointer + (ulong)buffer.Used;
         buffer.Used += aligned;
         return new Scratch(dst, null);
@@ -381,6 +404,13 @@ public sealed unsafe partial class CudaBackend : IStepGraphs
         p[10] = a[7];
         p[11] = a[8];
         return true;
+    }
+
+    /// <summary>Stream-ordered frees queued after the step's work, so they happen after it on the device too.</summary>
+    private void FreeReleasedInStep()
+    {
+        foreach (var m in _releasedInStep) m.Dispose();
+        _releasedInStep.Clear();
     }
 
     private void ThrowIfInStep(string what)

@@ -174,7 +174,7 @@ public sealed unsafe partial class CudaBackend : IBackend, IDeviceBandwidth
         if (data.Length != Tensor.Product(shape)) throw new ArgumentException($"{data.Length} values do not fill shape [{string.Join(",", shape)}]");
         if (_inStep)
         {
-            using var staged = Upload(data, shared: false); // step memory the tensor can take over
+            using var staged = Upload(data); // private step memory the tensor can take over
             return new Tensor(this, shape, DType.F32, new ArenaSlice(staged.Pointer, _arenaGeneration));
         }
         var t = New(shape);
@@ -200,7 +200,13 @@ public sealed unsafe partial class CudaBackend : IBackend, IDeviceBandwidth
 
     public Tensor Weight(in TensorData w) => FromHost(w.ToFloatArray(), w.Shape);
 
-    public void Release(Tensor t) => (t.Storage as StreamMemory)?.Dispose(); // arena tensors go with their step
+    /// <summary>Arena tensors go with their step; memory released inside a step is freed after the step's work is issued.</summary>
+    public void Release(Tensor t)
+    {
+        if (t.Storage is not StreamMemory m) return;
+        if (_inStep) _releasedInStep.Add(m);
+        else m.Dispose();
+    }
 
     // ---------------- Linear ----------------
 
@@ -594,7 +600,7 @@ public sealed unsafe partial class CudaBackend : IBackend, IDeviceBandwidth
             slots[i] = blockTable[pos / bs] * bs + pos % bs;
         }
         int qw = qHeads * c.HeadDim;
-        using var slotBuffer = Upload<int>(slots);
+        using var slotBuffer = Upload<int>(slots, UploadKind.Slots);
         if (c.Type == KvCacheType.Int8)
             Launch(K.KvAppendInt8, rows, 256, P(Ptr(qkv)), width, qw, qw + kvw, kvw, P(slotBuffer.Pointer), rows, P(c.K[layer].Pointer),
                 P(c.V[layer].Pointer), P(c.KScale(layer)), P(c.VScale(layer)), c.HeadDim);
@@ -616,7 +622,7 @@ public sealed unsafe partial class CudaBackend : IBackend, IDeviceBandwidth
         if (_paddedTable.Length < tableLength) _paddedTable = new int[tableLength];
         blockTable.CopyTo(_paddedTable);
         _paddedTable.AsSpan(blockTable.Length, tableLength - blockTable.Length).Clear();
-        using var table = Upload<int>(_paddedTable.AsSpan(0, tableLength));
+        using var table = Upload<int>(_paddedTable.AsSpan(0, tableLength), UploadKind.BlockTable);
         ulong k = c.K[layer].Pointer, v = c.V[layer].Pointer;
         if (rows > 1)
         {
@@ -636,7 +642,7 @@ public sealed unsafe partial class CudaBackend : IBackend, IDeviceBandwidth
         int slices = Ceil(qHeads / c.KvHeads, DecodeGroupPerBlock);
         int splits = Math.Min(Math.Clamp(Ceil(2L * _context.Multiprocessors, c.KvHeads * slices), 1, 1024),
             (int)System.Numerics.BitOperations.RoundUpToPowerOf2((uint)Ceil(tk, 32)));
-        using var seqLen = Upload<int>([tk]);
+        using var seqLen = Upload<int>([tk], UploadKind.SequenceLength);
         using var partialAcc = NewScratch((long)qHeads * splits * d * sizeof(float));
         using var partialMax = NewScratch((long)qHeads * splits * sizeof(float));
         using var partialSum = NewScratch((long)qHeads * splits * sizeof(float));

@@ -80,6 +80,9 @@ public sealed unsafe class CudaContext : IDisposable
     public void CopyOnDevice(ulong dst, ulong src, long bytes, CudaStream stream)
         => Driver.Check(Driver.cuMemcpyDtoDAsync(dst, src, (nuint)bytes, stream.DangerousGetHandle()), "cuMemcpyDtoDAsync");
 
+    public void Fill(ulong dst, long bytes, byte value, CudaStream stream)
+        => Driver.Check(Driver.cuMemsetD8Async(dst, value, (nuint)bytes, stream.DangerousGetHandle()), "cuMemsetD8Async");
+
     public void Clear(ulong dst, long bytes, CudaStream stream)
         => Driver.Check(Driver.cuMemsetD8Async(dst, 0, (nuint)bytes, stream.DangerousGetHandle()), "cuMemsetD8Async");
 

@@ -78,7 +78,15 @@ public sealed class CausalLm
     public Tensor Forward(Tensor x, KvSequence seq, bool allLogits, int ropeOffset = 0)
     {
         int pos0 = Prepare(seq, x.Dim(0), ropeOffset);
-        return Layers(x, seq, allLogits, pos0, ropeOffset);
+        try
+        {
+            return Layers(x, seq, allLogits, pos0, ropeOffset);
+        }
+        catch
+        {
+            seq.Truncate(pos0); // the tokens were not (all) written: the sequence keeps what it had
+            throw;
+        }
     }
 
     /// <summary>
@@ -89,12 +97,20 @@ public sealed class CausalLm
     public Tensor Decode(int token, KvSequence seq, int ropeOffset = 0)
     {
         int pos0 = Prepare(seq, 1, ropeOffset);
-        using var step = Backend is IStepGraphs graphs ? graphs.BeginStep() : null;
-        Tensor logits;
-        using (var x = Backend.Embedding(_embed, [token]))
-            logits = Layers(x, seq, allLogits: false, pos0, ropeOffset);
-        step?.Commit();
-        return logits;
+        try
+        {
+            using var step = Backend is IStepGraphs graphs ? graphs.BeginStep() : null;
+            Tensor logits;
+            using (var x = Backend.Embedding(_embed, [token]))
+                logits = Layers(x, seq, allLogits: false, pos0, ropeOffset);
+            step?.Commit(); // a step whose commit fails ran nothing
+            return logits;
+        }
+        catch
+        {
+            seq.Truncate(pos0);
+            throw;
+        }
     }
 
     private int Prepare(KvSequence seq, int t, int ropeOffset)

@@ -472,11 +472,15 @@ public static class Conformance
     }
 
     /// <summary>
-    /// A two-layer toy decoder (attention and a SwiGLU MLP, Q8_0/Q4_0/F32 weights) run token by token, each token one step where the target records steps
-    /// (<see cref="IStepGraphs"/>): replays of a recorded graph, fed new token ids, slots, lengths and RoPE rows, must
-    /// give the logits the CPU gives op by op, across KV block boundaries and the lengths where the split count moves.
-    /// A step-recording target must also have replayed some steps rather than recording every one anew.
+    /// A two-layer toy decoder (attention and a SwiGLU MLP, Q8_0/Q4_0/F32 weights) run token by token, each token one
+    /// step where the target records steps (<see cref="IStepGraphs"/>): replays of a recorded graph, fed new token ids,
+    /// slots, lengths and RoPE rows, must give exactly the logits the same backend gives op by op, across KV block
+    /// boundaries and the lengths where the split count moves, and stay within 2e-2 of the CPU's (the ops themselves
+    /// are held to 1e-5 by the other checks; here int8 activations compound ulp-level differences). A step-recording
+    /// target must also have replayed most steps rather than recording every one anew.
     /// </summary>
+    private const double DecodeStepsTolerance = 2e-2;
+
     private static void DecodeSteps(Runner r)
     {
         const int vocab = 37, heads = 4, kvHeads = 2, d = 32, layers = 2, blockSize = 4, tokens = 48, inter = 96;
@@ -498,6 +502,7 @@ public static class Conformance
             var lmR = Track(r.Ref.Linear(lmW, vocab, hidden, [])); var lmT = Track(r.Target.Linear(lmW, vocab, hidden, []));
             var cacheR = Track(r.Ref.CreateKvCache(layers, kvHeads, d, blockSize, blocks, KvCacheType.F32));
             var cacheT = Track(r.Target.CreateKvCache(layers, kvHeads, d, blockSize, blocks, KvCacheType.F32));
+            var cacheE = Track(r.Target.CreateKvCache(layers, kvHeads, d, blockSize, blocks, KvCacheType.F32));
             var table = Enumerable.Range(0, blocks).OrderBy(_ => r.Rng.Next()).ToArray();
             var steps = r.Target as IStepGraphs;
             var before = steps?.StepCounts ?? default;
@@ -507,10 +512,15 @@ public static class Conformance
                 var used = table.AsSpan(0, pos / blockSize + 1);
                 r.Case($"token {pos}");
                 using var yr = Step(r.Ref, embR, normR, qkvR, oR, guR, downR, lmR, cacheR, used, token, pos);
+                using var ye = Step(r.Target, embT, normT, qkvT, oT, guT, downT, lmT, cacheE, used, token, pos);
                 using var scope = steps?.BeginStep();
                 using var yt = Step(r.Target, embT, normT, qkvT, oT, guT, downT, lmT, cacheT, used, token, pos);
                 scope?.Commit();
-                if (pos % 10 == 0 || pos == tokens - 1) r.Compare($"token {pos} (block size {blockSize})", yr, yt);
+                // Recorded, fused and replayed, the step must give exactly what the same backend gives op by op.
+                r.Compare($"token {pos}: step against the same ops one by one", ye, yt, 0);
+                // Against the CPU the int8 activations may round the other way after an ulp-level difference upstream
+                // (e.g. attention summed in another order): each such flip moves these logits by ~1e-3.
+                r.Compare($"token {pos}: step against the CPU (block size {blockSize})", yr, yt, DecodeStepsTolerance);
             }
             if (steps is not null)
             {

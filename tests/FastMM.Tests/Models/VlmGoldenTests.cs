@@ -64,6 +64,39 @@ public class VlmGoldenTests(BackendCache backends) : IClassFixture<BackendCache>
     /// (logits at every position), the rest is fed one token at a time as decode steps.
     /// </summary>
     [Fact]
+    public void DecodeEqualsEmbedAndForwardAndAFailedStepLeavesTheSequenceAsItWas()
+    {
+        // CausalLm.Decode (the path a GPU backend replays as one graph) against Embed + Forward on the CPU, bit for bit;
+        // a decode that throws (a token outside the vocabulary) must leave the sequence's length unchanged.
+        using var backend = new CpuBackend();
+        var (m, _, text) = Load(backend, "tiny-llava", "tiny-llava");
+        using (m)
+        {
+            int vocab = m.Text.Vocab, n = Math.Min(6, text.Length);
+            using var cache = m.CreateCache(64); // two sequences, a block of 16 each
+            using var a = cache.NewSequence(n + 2);
+            using var b = cache.NewSequence(n + 2);
+            var la = new float[vocab];
+            var lb = new float[vocab];
+            for (int i = 0; i < n; i++)
+            {
+                int id = text.Ids[i] == m.ImageTokenId ? 1 : text.Ids[i];
+                using (var e = m.Text.Embed([id]))
+                using (var l = m.Forward(e, a, allLogits: false))
+                    backend.ToHost(l, la);
+                if (i == 2)
+                {
+                    Assert.Throws<FastMMException>(() => m.Decode(vocab + 5, b).Dispose());
+                    Assert.Equal(2, b.Length);
+                }
+                using (var l = m.Decode(id, b)) backend.ToHost(l, lb);
+                Assert.Equal(la, lb);
+            }
+            Assert.Equal(n, b.Length);
+        }
+    }
+
+    [Fact]
     public void Int8KvCacheLogitsStayCloseToTheReference()
     {
         using var backend = new CpuBackend();
