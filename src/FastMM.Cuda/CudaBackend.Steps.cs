@@ -352,7 +352,7 @@ public sealed unsafe partial class CudaBackend : IStepGraphs
         var a = r.Args.AsSpan(add.ArgStart, add.ArgCount);     // x, y, n, period
         var n = r.Args.AsSpan(norm.ArgStart, norm.ArgCount);   // x, residual, sum_out, …, rows, d, eps
         int rowsAt = name == CudaKernelNames.RmsNorm ? 5 : 6;
-        long rows = (int)(uint)n[rowsAt].Bits, d = (int)(uint)n[rowsAt + 1].Bits;
+        long rows = n[rowsAt].Int32, d = n[rowsAt + 1].Int32;
         if (a[2].Bits != a[3].Bits || n[0].Bits != a[0].Bits || n[1].Bits != 0 || n[2].Bits != 0 || (ulong)(rows * d) != a[2].Bits) return false;
         ulong h = a[0].Bits, o = a[1].Bits;
         n[0] = KernelArg.Pointer(o);
@@ -366,20 +366,20 @@ public sealed unsafe partial class CudaBackend : IStepGraphs
         if (quantize.Function!.Name != CudaKernelNames.QuantizeActivations) return false;
         var p = r.Args.AsSpan(producer.ArgStart, producer.ArgCount);
         var q = r.Args.AsSpan(quantize.ArgStart, quantize.ArgCount); // x, xq, xds, M, K
-        long m = (int)(uint)q[3].Bits, k = (int)(uint)q[4].Bits;
+        long m = q[3].Int32, k = q[4].Int32;
         int yAt, xqAt;
         long rows, width;
         switch (producer.Function!.Name)
         {
             case CudaKernelNames.RmsNorm: // x, residual, sum_out, weight, y, rows, d, eps, xq, xds
-                yAt = 4; xqAt = 8; rows = (int)(uint)p[5].Bits; width = (int)(uint)p[6].Bits;
+                yAt = 4; xqAt = 8; rows = p[5].Int32; width = p[6].Int32;
                 break;
             case CudaKernelNames.SwiGlu:  // gate_up, y, rows (long long), inter, xq, xds
-                yAt = 1; xqAt = 4; rows = (long)p[2].Bits; width = (int)(uint)p[3].Bits;
+                yAt = 1; xqAt = 4; rows = (long)p[2].Bits; width = p[3].Int32;
                 break;
             case CudaKernelNames.AttentionDecodeReduce: // acc, max, sum, out, heads, head_dim, splits, xq, xds (grid.y = batch)
-                yAt = 3; xqAt = 7; rows = producer.Grid.Y; width = (long)(int)(uint)p[4].Bits * (int)(uint)p[5].Bits;
-                if ((int)(uint)p[5].Bits % QuantBlock != 0) return false;
+                yAt = 3; xqAt = 7; rows = producer.Grid.Y; width = (long)p[4].Int32 * p[5].Int32;
+                if (p[5].Int32 % QuantBlock != 0) return false;
                 break;
             default:
                 return false;

@@ -21,6 +21,9 @@ public readonly struct KernelArg
     /// <summary>The 8 bytes as passed (a pointer, or an int/float in the low 4 bytes).</summary>
     internal ulong Bits => _bits;
 
+    /// <summary>The argument read back as the int it was made from (the low 4 bytes).</summary>
+    internal int Int32 => (int)(uint)_bits;
+
     public static implicit operator KernelArg(int v) => new((uint)v);
     public static implicit operator KernelArg(long v) => new((ulong)v);
     public static implicit operator KernelArg(float v) => new(BitConverter.SingleToUInt32Bits(v));
