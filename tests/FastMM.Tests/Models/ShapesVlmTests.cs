@@ -52,14 +52,15 @@ public class ShapesVlmTests(BackendCache backends) : IClassFixture<BackendCache>
     public void AnswersOnFreshlyRenderedScenesStayAtTheMeasuredLevel()
     {
         // tests/data/shapes-eval: 10 scenes (every question kind) from tools/shapes/render.py with a seed training never
-        // used. The committed model is below its target (tools/train/README.md): measured here 81.3% overall, count 10/10.
-        // These floors catch a regression in the runtime.
+        // used. The bar is 95% overall and 85% per kind; the committed model answers all 182 here (and 99.9% of
+        // 5,434 questions of the independent renderer, tools/train/README.md), so the floors are the issue's own.
         using var backend = new CpuBackend();
         using var pipe = VlmPipeline.Load(ModelDir, backend);
         var report = ShapesEval.Vqa(pipe, ShapesEval.ReadScenes(Path.Combine(TestPaths.Data, "shapes-eval")), maxNewTokens: 24);
-        Assert.True(report.Overall >= 0.75, $"exact match {report.Overall:P1} over {report.Items} questions");
-        var (countOk, countTotal) = report.PerKind["count"];
-        Assert.True(countOk >= 9, $"count {countOk}/{countTotal}");
+        Assert.True(report.Overall >= 0.95, $"exact match {report.Overall:P1} over {report.Items} questions");
+        Assert.Equal(7, report.PerKind.Count);
+        foreach (var (kind, (ok, total)) in report.PerKind)
+            Assert.True(ok >= 0.85 * total, $"{kind}: {ok}/{total}");
     }
 
     [Fact]
