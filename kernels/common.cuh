@@ -1,6 +1,7 @@
 // Shared device helpers for the kernels/*.cu families: warp/block reductions, the activation functions of
 // FastMM.Activation (same numbering as the C# enum), and the mma.sync m16n8k16 f16 tile used by the
-// tensor-core kernels. Header only; every .cu file is compiled on its own.
+// tensor-core kernels. Header only; every .cu file is compiled on its own. The two inline-PTX helpers have a
+// FASTMM_CUDA_EMU branch for the CPU emulator (native/cuda-emu), which implements those instructions in C++.
 #pragma once
 
 #include <cuda_fp16.h>
@@ -107,18 +108,26 @@ __device__ __forceinline__ void store_half4(__half* dst, float4 v)
 //   d[0..1] = D[g][2t..2t+1]   d[2..3] = D[g+8][2t..2t+1]
 __device__ __forceinline__ void mma_m16n8k16_f16_f32(float d[4], const uint32_t a[4], uint32_t b0, uint32_t b1)
 {
+#ifdef FASTMM_CUDA_EMU
+    fastmm_emu::mma_m16n8k16_f16_f32(d, a, b0, b1);
+#else
     asm volatile(
         "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
         "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#endif
 }
 
 // Four transposed 8×8 b16 matrices from shared memory; lane i supplies the address of row i % 8 of matrix i / 8.
 __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t r[4], const __half* smem_row)
 {
+#ifdef FASTMM_CUDA_EMU
+    fastmm_emu::ldmatrix_x4_trans(r, smem_row);
+#else
     const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem_row));
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                  : "r"(addr));
+#endif
 }

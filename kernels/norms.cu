@@ -34,6 +34,12 @@ struct ResidualInput
 
 }  // namespace
 
+// Elements per thread that rms_norm_f32 keeps in registers between its two passes (with its weights, loaded before
+// the reduction): a decode row then costs one round trip to memory before the reduction and one store after it,
+// instead of reading the row back and the weights after the barrier. Rows wider than blockDim·kNormCached read the
+// rest back as before.
+constexpr int kNormCached = 4;
+
 extern "C" __global__ void __launch_bounds__(1024) rms_norm_f32(
     const float* x, const float* residual, float* sum_out, const float* weight, float* y, int rows, int d, float eps,
     int8_t* xq, float2* xds)
@@ -41,10 +47,35 @@ extern "C" __global__ void __launch_bounds__(1024) rms_norm_f32(
     __shared__ float scratch[32];
     const long long base = (long long)blockIdx.x * d;
     const ResidualInput in{x, residual, sum_out};
+    const int cached_end = min(d, kNormCached * (int)blockDim.x);
+    float h_cached[kNormCached], w_cached[kNormCached];
     float sq = 0.f;
-    for (int i = threadIdx.x; i < d; i += blockDim.x) { const float h = in.first_pass(base + i); sq += h * h; }
+#pragma unroll
+    for (int u = 0; u < kNormCached; u++)
+    {
+        const int i = threadIdx.x + u * blockDim.x;
+        if (i < cached_end)
+        {
+            h_cached[u] = in.first_pass(base + i);
+            w_cached[u] = weight[i];
+            sq += h_cached[u] * h_cached[u];
+        }
+    }
+    for (int i = cached_end + threadIdx.x; i < d; i += blockDim.x) { const float h = in.first_pass(base + i); sq += h * h; }
     const float inv = 1.f / sqrtf(block_sum(sq, scratch) / d + eps);
-    for (int i = threadIdx.x; i < d; i += blockDim.x)  // d % 32 == 0 when quantizing: whole warps stay in the loop
+    // d % 32 == 0 when quantizing: `i < d` is the same for a whole warp, so whole warps reach the quantization.
+#pragma unroll
+    for (int u = 0; u < kNormCached; u++)
+    {
+        const int i = threadIdx.x + u * blockDim.x;
+        if (i < cached_end)
+        {
+            const float v = __fmul_rn(h_cached[u], inv) * w_cached[u];
+            y[base + i] = v;
+            if (xq != nullptr) quantize_q8_1_lane(v, xq + base + i, xds + (base + i) / 32);
+        }
+    }
+    for (int i = cached_end + threadIdx.x; i < d; i += blockDim.x)
     {
         const float v = __fmul_rn(in.again(base + i), inv) * weight[i];
         y[base + i] = v;

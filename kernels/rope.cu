@@ -5,9 +5,12 @@
 // place, v is not. Angles are computed in double, as the CPU reference, and rounded to float once.
 // Entry points and launch configuration:
 //   rope_apply_f32      rotate with table row r for row r (IBackend.RopeInPlace; the host builds the table [rows, D],
-//                       cos in the first half, sin in the second, as BackendArgs.RopeTable): grid rows, block min(half, 1024).
-//                       With slots != null it then does kv_append_f32's work for the row (the backend fuses the two in
-//                       a recorded decode step).
+//                       cos in the first half, sin in the second, as BackendArgs.RopeTable): grid rows, block
+//                       min(rotated_heads·half rounded up to 32, 1024), one thread per (head, j) pair so that a decode
+//                       step's row costs one round trip to memory, not one per head. With slots != null it also does
+//                       kv_append_f32's work for the row (the backend fuses the two in a recorded decode step): each
+//                       rotated element that lies in the K (or V) range goes to the pool from the thread that rotated
+//                       it, and the elements no thread rotates are copied as they are, so no barrier is needed.
 //   rope_positions_f32  rotate with per-token positions[r] (batched decode, sequences at different positions),
 //                       no table: grid rows, block min(half, 1024).
 
@@ -41,18 +44,30 @@ __device__ __forceinline__ void rotate_heads(float* row, int rotated_heads, int 
 extern "C" __global__ void rope_apply_f32(float* qkv, const float* table, int rows, int row_stride, int rotated_heads, int head_dim,
                                           const int* slots, int k_offset, int v_offset, int kv_width, float* k_pool, float* v_pool)
 {
-    const int r = blockIdx.x, half = head_dim / 2;
+    const int r = blockIdx.x, half = head_dim / 2, rotated_end = rotated_heads * head_dim;
     float* row = qkv + (long long)r * row_stride;
-    for (int j = threadIdx.x; j < half; j += blockDim.x)
-        rotate_heads(row, rotated_heads, head_dim, j, table[(long long)r * head_dim + j], table[(long long)r * head_dim + half + j]);
+    const float* angles = table + (long long)r * head_dim;
+    const long long dst = slots != nullptr ? (long long)slots[r] * kv_width : 0;
+    // Fused kv_append_f32: element p of the row to the K and/or V pool when it lies in their ranges.
+    auto to_pools = [&](int p, float value) {
+        if (p >= k_offset && p < k_offset + kv_width) k_pool[dst + p - k_offset] = value;
+        if (p >= v_offset && p < v_offset + kv_width) v_pool[dst + p - v_offset] = value;
+    };
+    for (int e = threadIdx.x; e < rotated_heads * half; e += blockDim.x)
+    {
+        const int h = e / half, j = e % half, p1 = h * head_dim + j, p2 = p1 + half;
+        const float cos_v = angles[j], sin_v = angles[half + j], x1 = row[p1], x2 = row[p2];
+        const float y1 = __fmul_rn(x1, cos_v) - __fmul_rn(x2, sin_v), y2 = __fmul_rn(x2, cos_v) + __fmul_rn(x1, sin_v);
+        row[p1] = y1;
+        row[p2] = y2;
+        if (slots != nullptr) { to_pools(p1, y1); to_pools(p2, y2); }
+    }
     if (slots == nullptr) return;
-    // Fused kv_append_f32: the rotated k and the v of this row into its cache slot.
-    __syncthreads();
-    const long long dst = (long long)slots[r] * kv_width;
+    // K and V elements past the rotated heads (V, normally) are read by no other thread's rotation: copied as they are.
     for (int c = threadIdx.x; c < kv_width; c += blockDim.x)
     {
-        k_pool[dst + c] = row[k_offset + c];
-        v_pool[dst + c] = row[v_offset + c];
+        if (k_offset + c >= rotated_end) k_pool[dst + c] = row[k_offset + c];
+        if (v_offset + c >= rotated_end) v_pool[dst + c] = row[v_offset + c];
     }
 }
 

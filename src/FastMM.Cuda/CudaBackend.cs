@@ -81,9 +81,12 @@ public sealed unsafe partial class CudaBackend : IBackend, IDeviceBandwidth
     /// Opens GPU <paramref name="device"/>; fails with the driver's reason (no driver, no device, no kernels), never
     /// falls back. <paramref name="stepGraphs"/> false runs decode steps op by op instead of as replayed CUDA graphs.
     /// </summary>
-    public static CudaBackend Create(int device = 0, bool stepGraphs = true)
+    public static CudaBackend Create(int device = 0, bool stepGraphs = true) => Create(CudaDriver.Default, device, stepGraphs);
+
+    /// <summary>As <see cref="Create(int, bool)"/> through a given driver library (tests pass the CUDA emulator's).</summary>
+    public static CudaBackend Create(CudaDriver driver, int device = 0, bool stepGraphs = true)
     {
-        var context = CudaContext.Open(CudaDriver.Default, device);
+        var context = CudaContext.Open(driver, device);
         try
         {
             // compute_80 PTX and mma.sync m16n8k16 / ldmatrix need Ampere or newer.
@@ -517,7 +520,9 @@ public sealed unsafe partial class CudaBackend : IBackend, IDeviceBandwidth
         int width = qkv.Dim(-1), rows = (int)(qkv.Length / width);
         if (width != (qHeads + 2 * kvHeads) * headDim) throw new ArgumentException($"RoPE: width {width} is not (Hq + 2·Hkv)·D");
         if (table.Dim(0) != rows || table.Dim(1) != headDim) throw new ArgumentException($"RoPE: table {table} does not cover {rows} rows");
-        Launch(K.RopeApply, rows, Math.Clamp(headDim / 2, 1, 1024), P(Ptr(qkv)), P(Ptr(table)), rows, width, qHeads + kvHeads, headDim,
+        // One thread per (rotated head, j < D/2): a decode row is one round trip to memory, not one per head.
+        int pairs = (qHeads + kvHeads) * (headDim / 2);
+        Launch(K.RopeApply, rows, Math.Clamp((pairs + 31) / 32 * 32, 32, 1024), P(Ptr(qkv)), P(Ptr(table)), rows, width, qHeads + kvHeads, headDim,
             P(0), 0, 0, 0, P(0), P(0));
     }
 

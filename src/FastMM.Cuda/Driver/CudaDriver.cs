@@ -13,9 +13,20 @@ public sealed unsafe class CudaDriver
     /// <summary>Tried in order: many hosts ship only the versioned name.</summary>
     public static readonly string[] LibraryNames = ["libcuda.so.1", "libcuda.so"];
 
-    private static readonly Lazy<CudaDriver> s_default = new(() => Load(LibraryNames));
+    /// <summary>
+    /// Names a driver library to use instead of <see cref="LibraryNames"/>: the CUDA emulator
+    /// (build/cuda-emu/libfastmm_cuda_emu.so, scripts/build-cuda-emu.sh), which runs the kernels on the CPU for tests.
+    /// Only that library is then tried, and its device names itself.
+    /// </summary>
+    public const string LibraryVariable = "FASTMM_CUDA_DRIVER";
 
-    /// <summary>The driver from <see cref="LibraryNames"/>, loaded once per process (a failure is remembered too).</summary>
+    private static readonly Lazy<CudaDriver> s_default = new(() =>
+        Environment.GetEnvironmentVariable(LibraryVariable) is { Length: > 0 } path ? LoadNamed(path) : Load(LibraryNames));
+
+    /// <summary>
+    /// The driver from <see cref="LibraryNames"/> (or the library <see cref="LibraryVariable"/> names), loaded once per
+    /// process (a failure is remembered too).
+    /// </summary>
     public static CudaDriver Default => s_default.Value;
 
     public string LibraryName { get; }
@@ -82,6 +93,15 @@ public sealed unsafe class CudaDriver
                 return new CudaDriver(name, library);
         string others = names.Count > 1 ? $" (also tried {string.Join(", ", names.Skip(1))})" : "";
         throw new FastMMException($"cuda: {names[0]} not found{others}: the NVIDIA driver is not installed on this machine");
+    }
+
+    /// <summary>The driver library at <paramref name="path"/> (what <see cref="LibraryVariable"/> names), or an error naming it.</summary>
+    public static CudaDriver LoadNamed(string path)
+    {
+        if (!NativeLibrary.TryLoad(path, out nint library))
+            throw new FastMMException($"cuda: {LibraryVariable} names {path}, which could not be loaded " +
+                (File.Exists(path) ? "(not a shared library for this machine)" : "(no such file; scripts/build-cuda-emu.sh builds the emulator)"));
+        return new CudaDriver(path, library);
     }
 
     /// <summary>Throws a <see cref="CudaException"/> naming the call and the driver's error unless <paramref name="result"/> is success.</summary>

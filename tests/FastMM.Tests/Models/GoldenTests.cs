@@ -7,7 +7,8 @@ namespace FastMM.Tests.Models;
 
 /// <summary>
 /// CLIP and SigLIP forward passes against goldens from the independent PyTorch reference (tools/reference):
-/// F32, F16 (sharded) and BF16 weights; relative L2 ≤ 1e-4 on embeddings and logits.
+/// F32, F16 (sharded) and BF16 weights; relative L2 ≤ 1e-4 on embeddings and logits (≤ 2e-3 on a backend that declares
+/// F16 operands for some ops, as the CUDA backend's prefill attention and tensor-core GEMMs).
 /// </summary>
 public class GoldenTests(BackendCache backends) : IClassFixture<BackendCache>
 {
@@ -39,11 +40,12 @@ public class GoldenTests(BackendCache backends) : IClassFixture<BackendCache>
         var px = g["pixel_values"];
         var text = TextInput.FromNpy(g["input_ids"], g.GetValueOrDefault("attention_mask"), golden);
         var o = m.Forward(px.Floats(golden), px.Shape[0], text);
+        double tol = Compare.ToleranceFor(backend, Tolerance);
 
-        Compare.Close($"{golden} image_embeds", o.ImageEmbeds, g["image_embeds"].Floats(golden), Tolerance);
-        Compare.Close($"{golden} text_embeds", o.TextEmbeds, g["text_embeds"].Floats(golden), Tolerance);
-        Compare.Close($"{golden} logits_per_image", o.LogitsPerImage, g["logits_per_image"].Floats(golden), Tolerance);
-        Compare.Close($"{golden} logits_per_text", o.LogitsPerText(), g["logits_per_text"].Floats(golden), Tolerance);
+        Compare.Close($"{golden} image_embeds", o.ImageEmbeds, g["image_embeds"].Floats(golden), tol);
+        Compare.Close($"{golden} text_embeds", o.TextEmbeds, g["text_embeds"].Floats(golden), tol);
+        Compare.Close($"{golden} logits_per_image", o.LogitsPerImage, g["logits_per_image"].Floats(golden), tol);
+        Compare.Close($"{golden} logits_per_text", o.LogitsPerText(), g["logits_per_text"].Floats(golden), tol);
     }
 
     [Theory]

@@ -11,7 +11,7 @@ namespace FastMM.Tests.Models;
 /// <summary>
 /// LLaVA (Llama and Qwen2 text, both checkpoint layouts, F32/F16) and Idefics3 (BF16) against the independent
 /// PyTorch reference (tools/reference/make_vlm_reference.py): image features and logits at every real position
-/// within relative L2 1e-4, and greedy generation token for token.
+/// within relative L2 1e-4 (the F16 bound 2e-3 on a backend that declares F16 operands), and greedy generation token for token.
 /// </summary>
 public class VlmGoldenTests(BackendCache backends) : IClassFixture<BackendCache>
 {
@@ -53,9 +53,10 @@ public class VlmGoldenTests(BackendCache backends) : IClassFixture<BackendCache>
         using (m)
         {
             using var f = VlmTensors.ImageFeatures(m, g["pixel_values"], g.GetValueOrDefault("pixel_attention_mask"), model);
-            Compare.Close($"{model} image_features", f!.ToArray(), g["image_features"].Floats(model), Tolerance);
+            double tol = Compare.ToleranceFor(backend, Tolerance);
+            Compare.Close($"{model} image_features", f!.ToArray(), g["image_features"].Floats(model), tol);
             var logits = VlmTensors.Logits(m, text, f, model);
-            Compare.Close($"{model} logits", logits, g["logits"].Floats(model), Tolerance);
+            Compare.Close($"{model} logits", logits, g["logits"].Floats(model), tol);
         }
     }
 

@@ -26,11 +26,28 @@ internal static class MachineBackends
 
     public static bool HasCudaGpu => s_cuda.Value;
 
+    /// <summary>
+    /// The CUDA emulator (scripts/build-cuda-emu.sh, copied next to the test assembly when the build found it): the
+    /// CUDA backend's host code and kernels run on the CPU as "cuda-emu". CI builds it and sets FASTMM_REQUIRE_CUDA_EMU=1,
+    /// so there a missing emulator fails the tests that use it instead of leaving it out.
+    /// </summary>
+    public static string? CudaEmulator
+    {
+        get
+        {
+            string path = Path.Combine(AppContext.BaseDirectory, "cuda-emu", "libfastmm_cuda_emu.so");
+            if (File.Exists(path) || Environment.GetEnvironmentVariable("FASTMM_REQUIRE_CUDA_EMU") == "1") return path;
+            return null;
+        }
+    }
+
     /// <summary>Every non-reference backend to hold to the CPU reference here.</summary>
-    public static IReadOnlyList<string> Names => HasCudaGpu ? ["ilgpu:cpu", "ilgpu:cuda", "cuda"] : ["ilgpu:cpu"];
+    public static IReadOnlyList<string> Names =>
+        [.. HasCudaGpu ? new[] { "ilgpu:cpu", "ilgpu:cuda", "cuda" } : ["ilgpu:cpu"], .. CudaEmulator is null ? Array.Empty<string>() : ["cuda-emu"]];
 
     public static IBackend Create(string name)
     {
+        if (name == "cuda-emu") return CudaBackend.Create(CudaDriver.LoadNamed(CudaEmulator!));
         CudaBackend.Register();
         IlgpuBackend.Register();
         return BackendRegistry.Create(name);

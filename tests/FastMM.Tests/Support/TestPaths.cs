@@ -1,3 +1,4 @@
+using FastMM;
 namespace FastMM.Tests.Support;
 
 internal static class TestPaths
@@ -18,6 +19,13 @@ internal static class TestPaths
 
 internal static class Compare
 {
+    /// <summary>The bound for ops a backend declares it runs with F16 operands (<see cref="IBackend.Precision"/>).</summary>
+    public const double F16ComputeBound = 2e-3;
+
+    /// <summary>An F32 tolerance, widened to <see cref="F16ComputeBound"/> on a backend that computes some ops with F16 operands.</summary>
+    public static double ToleranceFor(IBackend backend, double f32Tolerance)
+        => backend.Precision == BackendPrecision.F32 ? f32Tolerance : Math.Max(f32Tolerance, F16ComputeBound);
+
     /// <summary>‖a − b‖ / ‖b‖ in double precision.</summary>
     public static double RelativeL2(ReadOnlySpan<float> a, ReadOnlySpan<float> b)
     {
