@@ -31,8 +31,8 @@ public sealed unsafe partial class CudaBackend : IStepGraphs
         public readonly List<StepOp> Ops = new();
         public KernelArg[] Args = new KernelArg[4096];
         public int ArgCount;
-        /// <summary>Per upload buffer: its device mirror and the staged bytes the step copies into it.</summary>
-        public readonly List<(ulong Device, long Bytes)> Uploads = new();
+        /// <summary>Per upload buffer: its device mirror, its pinned source (a captured copy reads that address) and the staged bytes.</summary>
+        public readonly List<(ulong Device, nint Host, long Bytes)> Uploads = new();
 
         public void Clear() { Ops.Clear(); ArgCount = 0; Uploads.Clear(); }
 
@@ -61,11 +61,12 @@ public sealed unsafe partial class CudaBackend : IStepGraphs
         }
     }
 
-    /// <summary>Tensor storage from the step arena: valid while its generation is the arena's.</summary>
-    private sealed class ArenaSlice(ulong pointer, int generation)
+    /// <summary>Tensor storage from a slot's step arena: valid while the slot still holds the step that made it.</summary>
+    private sealed class ArenaSlice(ulong pointer, int slot, long generation)
     {
         public readonly ulong Pointer = pointer;
-        public readonly int Generation = generation;
+        public readonly int Slot = slot;
+        public readonly long Generation = generation;
     }
 
     /// <summary>Device scratch for one op: from the stream-ordered pool (eager), or the step arena (nothing to free).</summary>
@@ -75,22 +76,62 @@ public sealed unsafe partial class CudaBackend : IStepGraphs
         public void Dispose() => owned?.Dispose();
     }
 
-    private sealed class StepScope(CudaBackend backend) : IStepScope
+    private sealed class StepScope(CudaBackend backend, long id) : IStepScope
     {
         private bool _done;
+        public void Seal() { Open(); backend.SealStep(); }
         public void Commit() { if (!_done) { _done = true; backend.EndStep(commit: true); } }
         public void Dispose() { if (!_done) { _done = true; backend.EndStep(commit: false); } }
+        public Tensor DeferredTokenEmbedding(Tensor table, int count) { Open(); return backend.DeferredTokenEmbedding(table, count); }
+        public void SetTokens(ReadOnlySpan<int> ids) { Open(); backend.SetStepTokens(ids); }
+
+        private void Open()
+        {
+            if (_done || backend._stepId != id) throw new InvalidOperationException("cuda: this step has already run or been dropped");
+        }
     }
 
+    /// <summary>
+    /// What steps alternate between: two slots, each with its own arena, staging and graph, so that step n + 1 can be
+    /// recorded (and step n's results read) while step n runs on the device. A slot is reused two steps later, after
+    /// its last launch has finished.
+    /// </summary>
+    private sealed class StepSlot : IDisposable
+    {
+        public readonly List<DeviceMemory> ArenaChunks = new();
+        public readonly List<UploadBuffer> UploadBuffers = new();
+        public Recording GraphRecording = new();
+        public CudaGraphExec? Graph;
+        public CudaEvent? Finished;
+        public bool InFlight;
+
+        public void Dispose()
+        {
+            Graph?.Dispose();
+            Finished?.Dispose();
+            foreach (var c in ArenaChunks) c.Dispose();
+            ArenaChunks.Clear();
+            foreach (var u in UploadBuffers) u.Dispose();
+            UploadBuffers.Clear();
+        }
+    }
+
+    private enum StepState : byte { None, Recording, Sealed }
+
     private readonly bool _stepGraphs;
+    /// <summary>True while a step records (ops are deferred); false again once it is sealed.</summary>
     private bool _inStep;
-    private Recording _recording = new(), _graphRecording = new();
-    private CudaGraphExec? _graph;
-    private bool _graphInFlight;
-    private readonly List<DeviceMemory> _arenaChunks = new();
+    private StepState _stepState;
+    private bool _sealedReplays;
+    private Recording _recording = new();
+    private readonly StepSlot[] _slots = [new(), new()];
+    private int _slotIndex;
+    private StepSlot Slot => _slots[_slotIndex];
     private int _arenaChunk;
     private long _arenaOffset;
-    private int _arenaGeneration;
+    /// <summary>Per slot, the step its arena holds (a count over all steps); a slice of another step is stale.</summary>
+    private readonly long[] _slotGeneration = new long[2];
+    private long _generations;
     /// <summary>Pinned staging and its device mirror; a step that outgrows one adds a larger one (the next step keeps only that).</summary>
     private sealed class UploadBuffer(PinnedHostMemory host, DeviceMemory device) : IDisposable
     {
@@ -100,11 +141,15 @@ public sealed unsafe partial class CudaBackend : IStepGraphs
         public void Dispose() { Host.Dispose(); Device.Dispose(); }
     }
 
-    private readonly List<UploadBuffer> _uploadBuffers = new();
     /// <summary>Memory released inside a step that the step's deferred work may still read: freed after it is issued.</summary>
     private readonly List<IDisposable> _releasedInStep = new();
     /// <summary>This step's uploads (buffer, offset, length), for staging identical bytes once.</summary>
     private readonly List<(UploadKind Kind, int Buffer, long Offset, int Length)> _stepUploads = new();
+    /// <summary>Where this step's deferred token ids are staged (buffer, offset, count), or Count 0; and whether they were set.</summary>
+    private (int Buffer, long Offset, int Count) _stepTokens;
+    private bool _stepTokensSet;
+    /// <summary>The open step's number: a scope acts only on its own step.</summary>
+    private long _stepId;
 
     /// <summary>Steps run as a replayed graph, steps recorded anew (captures), steps run op by op (graphs off).</summary>
     public (long Replays, long Captures, long Eager) StepCounts => (_replays, _captures, _eagerSteps);
@@ -123,83 +168,152 @@ public sealed unsafe partial class CudaBackend : IStepGraphs
 
     public IStepScope BeginStep()
     {
-        if (_inStep) throw new InvalidOperationException("cuda: a step is already open (steps do not nest)");
+        if (_stepState != StepState.None) throw new InvalidOperationException("cuda: a step is already open (steps do not nest; commit or dispose the last one first)");
         _context.MakeCurrent();
-        // The previous graph reads the staging buffer and writes the arena: both are reused now.
-        if (_graphInFlight) { _stream.Synchronize(); _graphInFlight = false; }
+        var slot = _slots[_slotIndex ^ 1];
+        // Two steps ago this slot's graph read its staging and wrote its arena: both are reused now.
+        if (slot.InFlight) { slot.Finished!.Synchronize(); slot.InFlight = false; }
+        slot.Finished ??= _context.CreateEvent();
+        _slotIndex ^= 1;
+        _stepState = StepState.Recording;
         _inStep = true;
         _recording.Clear();
-        _arenaGeneration++;
+        _slotGeneration[_slotIndex] = ++_generations;
         _arenaChunk = 0;
         _arenaOffset = 0;
-        while (_uploadBuffers.Count > 1) { _uploadBuffers[0].Dispose(); _uploadBuffers.RemoveAt(0); }
-        foreach (var u in _uploadBuffers) u.Used = 0;
+        while (slot.UploadBuffers.Count > 1) { slot.UploadBuffers[0].Dispose(); slot.UploadBuffers.RemoveAt(0); }
+        foreach (var u in slot.UploadBuffers) u.Used = 0;
         _stepUploads.Clear();
+        _stepTokens = default;
+        _stepTokensSet = false;
         _stepStart = System.Diagnostics.Stopwatch.GetTimestamp();
-        return new StepScope(this);
+        return new StepScope(this, ++_stepId);
+    }
+
+    /// <summary>
+    /// Ends the recording without running it: the step is fused and matched against its slot's graph now, so that
+    /// Commit only launches. Until then eager work may run (it runs before the step), e.g. reading the last step's logits.
+    /// </summary>
+    private void SealStep()
+    {
+        if (_stepState != StepState.Recording) throw new InvalidOperationException("cuda: only a recording step can be sealed");
+        long sealedAt = System.Diagnostics.Stopwatch.GetTimestamp();
+        _recordTicks += sealedAt - _stepStart;
+        _inStep = false;
+        _stepState = StepState.Sealed;
+        foreach (var u in Slot.UploadBuffers)
+            if (u.Used > 0) _recording.Uploads.Add((u.Device.Pointer, (nint)u.Host.Pointer, u.Used));
+        FuseRecorded(_recording);
+        OpsPerStep = _recording.Ops.Count + _recording.Uploads.Count;
+        _sealedReplays = _stepGraphs && Slot.Graph is not null && _recording.SameAs(Slot.GraphRecording);
+        _commitTicks += System.Diagnostics.Stopwatch.GetTimestamp() - sealedAt;
     }
 
     private void EndStep(bool commit)
     {
-        _inStep = false;
         try
         {
-            if (commit) Run();
+            if (commit)
+            {
+                if (_stepTokens.Count > 0 && !_stepTokensSet)
+                    throw new InvalidOperationException("cuda: the step's deferred token embedding has no tokens (SetTokens before Commit)");
+                if (_stepState == StepState.Recording) SealStep();
+                Run();
+            }
+            else
+                _slotIndex ^= 1; // nothing ran: the next step takes this slot again, and the last step's tensors stay valid
         }
         finally
         {
+            _inStep = false;
+            _stepState = StepState.None;
             _recording.Clear();
             FreeReleasedInStep();
         }
     }
 
-    /// <summary>The recorded step: fused, then replayed from the graph, captured anew, or issued op by op.</summary>
+    /// <summary>The sealed step: replayed from its slot's graph, captured anew, or issued op by op.</summary>
     private void Run()
     {
-        long recorded = System.Diagnostics.Stopwatch.GetTimestamp();
-        _recordTicks += recorded - _stepStart;
+        long start = System.Diagnostics.Stopwatch.GetTimestamp();
         _context.MakeCurrent();
-        foreach (var u in _uploadBuffers)
-            if (u.Used > 0) _recording.Uploads.Add((u.Device.Pointer, u.Used));
-        FuseRecorded(_recording);
-        OpsPerStep = _recording.Ops.Count + _recording.Uploads.Count;
-        if (!_stepGraphs)
+        var slot = Slot;
+        // From the first launch on, the slot's staging and arena are in use until its event says otherwise.
+        slot.InFlight = true;
+        try
         {
-            IssueAll(_recording);
-            _eagerSteps++;
-        }
-        else if (_graph is not null && _recording.SameAs(_graphRecording))
-        {
-            _graph.Launch(_stream);
-            _replays++;
-        }
-        else
-        {
-            _graph?.Dispose();
-            _graph = null;
-            _stream.BeginCapture(CuStreamCaptureMode.ThreadLocal);
-            try
+            if (!_stepGraphs)
             {
                 IssueAll(_recording);
+                _eagerSteps++;
             }
-            catch
+            else if (_sealedReplays)
             {
-                try { _stream.EndCapture().Dispose(); } catch (FastMMException) { /* the capture is already invalid */ }
-                throw;
+                slot.Graph!.Launch(_stream);
+                _replays++;
             }
-            using (var graph = _stream.EndCapture()) _graph = graph.Instantiate();
-            (_graphRecording, _recording) = (_recording, _graphRecording);
-            _graph.Launch(_stream);
-            _captures++;
+            else
+            {
+                slot.Graph?.Dispose();
+                slot.Graph = null;
+                _stream.BeginCapture(CuStreamCaptureMode.ThreadLocal);
+                try
+                {
+                    IssueAll(_recording);
+                }
+                catch
+                {
+                    try { _stream.EndCapture().Dispose(); } catch (FastMMException) { /* the capture is already invalid */ }
+                    throw;
+                }
+                using (var graph = _stream.EndCapture()) slot.Graph = graph.Instantiate();
+                (slot.GraphRecording, _recording) = (_recording, slot.GraphRecording);
+                slot.Graph.Launch(_stream);
+                _captures++;
+            }
         }
-        _graphInFlight = true;
-        _commitTicks += System.Diagnostics.Stopwatch.GetTimestamp() - recorded;
+        finally
+        {
+            slot.Finished!.Record(_stream); // after whatever was enqueued, so the next use of the slot waits for it
+        }
+        _commitTicks += System.Diagnostics.Stopwatch.GetTimestamp() - start;
+    }
+
+    /// <summary>Rows of <paramref name="table"/> for token ids staged as zeros now and set by <see cref="SetStepTokens"/> before the step runs.</summary>
+    private Tensor DeferredTokenEmbedding(Tensor table, int count)
+    {
+        if (_stepState != StepState.Recording) throw new InvalidOperationException("cuda: a deferred token embedding belongs inside a recording step");
+        if (_stepTokens.Count != 0) throw new InvalidOperationException("cuda: a step has one deferred token embedding");
+        int d = table.Dim(1);
+        var y = New(count, d);
+        using var idx = Upload<int>(new int[count], UploadKind.DeferredTokens);
+        var (_, buffer, offset, _) = _stepUploads[^1];
+        _stepTokens = (buffer, offset, count);
+        Launch(CudaKernelNames.GatherRows, count, 256, P(Ptr(table)), P(idx.Pointer), P(Ptr(y)), count, d);
+        _deferredVocab = table.Dim(0);
+        return y;
+    }
+
+    private int _deferredVocab;
+
+    /// <summary>The token ids of this step's deferred embedding, written into its staging before it runs.</summary>
+    private void SetStepTokens(ReadOnlySpan<int> ids)
+    {
+        if (_stepState == StepState.None) throw new InvalidOperationException("cuda: no open step to set tokens for");
+        if (ids.Length != _stepTokens.Count)
+            throw new ArgumentException($"cuda: the step's deferred embedding takes {_stepTokens.Count} token ids, got {ids.Length}");
+        for (int i = 0; i < ids.Length; i++)
+            if ((uint)ids[i] >= (uint)_deferredVocab)
+                throw new FastMMException($"input_ids: token id {ids[i]} at position {i} is outside the vocabulary [0, {_deferredVocab})");
+        var u = Slot.UploadBuffers[_stepTokens.Buffer];
+        MemoryMarshal.AsBytes(ids).CopyTo(new Span<byte>((byte*)u.Host.Pointer + _stepTokens.Offset, ids.Length * sizeof(int)));
+        _stepTokensSet = true;
     }
 
     /// <summary>The staged uploads first (kernels only read them), then the recorded work in order.</summary>
     private void IssueAll(Recording r)
     {
-        foreach (var u in _uploadBuffers)
+        foreach (var u in Slot.UploadBuffers)
             if (u.Used > 0) _context.CopyToDevice(u.Device.Pointer, u.Host.Pointer, u.Used, _stream);
         foreach (var op in r.Ops) Issue(r, op);
     }
@@ -253,14 +367,15 @@ public sealed unsafe partial class CudaBackend : IStepGraphs
         bytes = Math.Max(256, (bytes + 255) & ~255L);
         while (true)
         {
-            if (_arenaChunk == _arenaChunks.Count)
+            var chunks = Slot.ArenaChunks;
+            if (_arenaChunk == chunks.Count)
             {
                 // New step memory starts as NaN (bytes 0xFF), so an element a step's kernel never writes shows up as NaN.
                 var added = _context.Allocate(Math.Max(ArenaChunkBytes, bytes));
                 _context.Fill(added.Pointer, added.Bytes, 0xFF, _stream);
-                _arenaChunks.Add(added);
+                chunks.Add(added);
             }
-            var chunk = _arenaChunks[_arenaChunk];
+            var chunk = chunks[_arenaChunk];
             if (_arenaOffset + bytes <= chunk.Bytes)
             {
                 ulong p = chunk.Pointer + (ulong)_arenaOffset;
@@ -283,7 +398,7 @@ public sealed unsafe partial class CudaBackend : IStepGraphs
     /// <summary>What an upload holds. Within a step, uploads of one kind with identical bytes share one copy (a decode
     /// step uploads the same block table, length and slots for every layer); uploads of different kinds never do, so
     /// a coincidence of values (a token id equal to the length) cannot change the recorded arguments.</summary>
-    private enum UploadKind : byte { Private, BlockTable, SequenceLength, Slots }
+    private enum UploadKind : byte { Private, BlockTable, SequenceLength, Slots, DeferredTokens }
 
     /// <summary>A device copy of host values for one op; within a step, staged bytes (see <see cref="UploadKind"/>).</summary>
     private Scratch Upload<T>(ReadOnlySpan<T> values, UploadKind kind = UploadKind.Private) where T : unmanaged
@@ -296,24 +411,25 @@ public sealed unsafe partial class CudaBackend : IStepGraphs
             _context.CopyToDevice(m.Pointer, bytes, _stream);
             return new Scratch(m.Pointer, m);
         }
-        if (kind != UploadKind.Private)
+        var buffers = Slot.UploadBuffers;
+        if (kind is not (UploadKind.Private or UploadKind.DeferredTokens))
             foreach (var (k, bi, offset, length) in _stepUploads)
             {
-                var u = _uploadBuffers[bi];
+                var u = buffers[bi];
                 if (k == kind && length == bytes.Length && bytes.SequenceEqual(new ReadOnlySpan<byte>((byte*)u.Host.Pointer + offset, length)))
                     return new Scratch(u.Device.Pointer + (ulong)offset, null);
             }
         long aligned = Math.Max(16, (bytes.Length + 15) & ~15L);
-        if (_uploadBuffers.Count == 0 || _uploadBuffers[^1].Used + aligned > _uploadBuffers[^1].Host.Bytes)
+        if (buffers.Count == 0 || buffers[^1].Used + aligned > buffers[^1].Host.Bytes)
         {
-            long size = Math.Max(StepStagingBytes, 2 * aligned + (_uploadBuffers.Count == 0 ? 0 : _uploadBuffers[^1].Host.Bytes));
+            long size = Math.Max(StepStagingBytes, 2 * aligned + (buffers.Count == 0 ? 0 : buffers[^1].Host.Bytes));
             var host = _context.AllocatePinned(size);
-            try { _uploadBuffers.Add(new UploadBuffer(host, _context.Allocate(size))); }
+            try { buffers.Add(new UploadBuffer(host, _context.Allocate(size))); }
             catch { host.Dispose(); throw; }
         }
-        var buffer = _uploadBuffers[^1];
+        var buffer = buffers[^1];
         bytes.CopyTo(new Span<byte>((byte*)buffer.Host.Pointer + buffer.Used, bytes.Length));
-        if (kind != UploadKind.Private) _stepUploads.Add((kind, _uploadBuffers.Count - 1, buffer.Used, bytes.Length));
+        if (kind != UploadKind.Private) _stepUploads.Add((kind, buffers.Count - 1, buffer.Used, bytes.Length));
         ulong dst = buffer.Device.Pointer + (ulong)buffer.Used;
         buffer.Used += aligned;
         return new Scratch(dst, null);
@@ -420,10 +536,6 @@ public sealed unsafe partial class CudaBackend : IStepGraphs
 
     private void DisposeSteps()
     {
-        _graph?.Dispose();
-        foreach (var c in _arenaChunks) c.Dispose();
-        _arenaChunks.Clear();
-        foreach (var u in _uploadBuffers) u.Dispose();
-        _uploadBuffers.Clear();
+        foreach (var slot in _slots) slot.Dispose();
     }
 }

@@ -120,8 +120,9 @@ public sealed unsafe partial class CudaBackend : IBackend, IDeviceBandwidth
         return t.Storage switch
         {
             StreamMemory m => m.Pointer,
-            ArenaSlice a when a.Generation == _arenaGeneration => a.Pointer,
-            ArenaSlice => throw new InvalidOperationException($"cuda: {t} was made by an earlier decode step; a step's tensors live until the next step"),
+            // Steps alternate between two arenas: a step's tensors live until the step after the next one begins.
+            ArenaSlice a when _slotGeneration[a.Slot] == a.Generation => a.Pointer,
+            ArenaSlice => throw new InvalidOperationException($"cuda: {t} was made by an earlier decode step; a step's tensors live until the step after the next one begins"),
             _ => throw new ArgumentException($"{t} is not a live CUDA tensor"),
         };
     }
@@ -130,7 +131,7 @@ public sealed unsafe partial class CudaBackend : IBackend, IDeviceBandwidth
     private Tensor New(params int[] shape)
     {
         long bytes = Tensor.Product(shape) * sizeof(float);
-        if (_inStep) return new Tensor(this, shape, DType.F32, new ArenaSlice(ArenaAllocate(bytes), _arenaGeneration));
+        if (_inStep) return new Tensor(this, shape, DType.F32, new ArenaSlice(ArenaAllocate(bytes), _slotIndex, _slotGeneration[_slotIndex]));
         _context.MakeCurrent();
         return new Tensor(this, shape, DType.F32, _context.AllocateOnStream(_stream, bytes));
     }
@@ -178,7 +179,7 @@ public sealed unsafe partial class CudaBackend : IBackend, IDeviceBandwidth
         if (_inStep)
         {
             using var staged = Upload(data); // private step memory the tensor can take over
-            return new Tensor(this, shape, DType.F32, new ArenaSlice(staged.Pointer, _arenaGeneration));
+            return new Tensor(this, shape, DType.F32, new ArenaSlice(staged.Pointer, _slotIndex, _slotGeneration[_slotIndex]));
         }
         var t = New(shape);
         _context.CopyToDevice(Ptr(t), MemoryMarshal.AsBytes(data), _stream);
@@ -207,7 +208,7 @@ public sealed unsafe partial class CudaBackend : IBackend, IDeviceBandwidth
     public void Release(Tensor t)
     {
         if (t.Storage is not StreamMemory m) return;
-        if (_inStep) _releasedInStep.Add(m);
+        if (_stepState != StepState.None) _releasedInStep.Add(m); // a sealed step may still read it when it launches
         else m.Dispose();
     }
 

@@ -55,6 +55,9 @@ public abstract class VisionLanguageModel : IDisposable
     /// <summary>One decode step: logits [1, Vocab] for <paramref name="token"/> appended to seq (see <see cref="Blocks.CausalLm.Decode"/>).</summary>
     public Tensor Decode(int token, KvSequence seq, int ropeOffset = 0) => Text.Decode(token, seq, ropeOffset);
 
+    /// <summary>The next decode step, recorded before its token is known (see <see cref="Blocks.CausalLm.PrepareDecode"/>).</summary>
+    public Blocks.PendingDecode PrepareDecode(KvSequence seq, int ropeOffset = 0) => Text.PrepareDecode(seq, ropeOffset);
+
     /// <summary>A KV cache sized for this model's text decoder, storing keys and values as `type`.</summary>
     public KvCache CreateCache(int capacityTokens, int blockSize = 16, KvCacheType type = KvCacheType.F32)
         => new(Backend, Text.Spec.Layers, Text.Spec.KvHeads, Text.Spec.HeadDim, capacityTokens, blockSize, type);

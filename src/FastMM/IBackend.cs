@@ -177,9 +177,10 @@ public interface IDeviceBandwidth
 /// <summary>
 /// A backend that can replay a repeated sequence of ops (a decode step) as one recorded graph: a token then costs one
 /// launch instead of hundreds. Ops issued between <see cref="BeginStep"/> and <see cref="IStepScope.Commit"/> are
-/// deferred and run at Commit; the tensors they return stay valid until the next BeginStep (a later use fails
-/// loudly). No op inside a step may read back to the host. A step whose ops differ from the recorded ones (new
-/// shapes or arguments) is recorded anew, so the caller does not track when that happens.
+/// deferred and run at Commit; the tensors they return stay valid until the step after the next one begins (a later
+/// use fails loudly), so step n's logits can be read while step n + 1 is recorded. No op inside a step may read back
+/// to the host. A step whose ops differ from the recorded ones (new shapes or arguments) is recorded anew, so the
+/// caller does not track when that happens.
 /// </summary>
 public interface IStepGraphs
 {
@@ -195,8 +196,22 @@ public interface IStepGraphs
     (double RecordMs, double CommitMs) StepHostMs { get; }
 }
 
-/// <summary>An open step: <see cref="Commit"/> runs it; disposing without Commit (an exception) drops its work.</summary>
+/// <summary>
+/// An open step: <see cref="Commit"/> runs it; disposing without Commit (an exception) drops its work. A step may be
+/// recorded before its input token is known: record the embedding with <see cref="DeferredTokenEmbedding"/>,
+/// <see cref="Seal"/> it (its work is prepared while the previous step runs, and other ops may run eagerly again),
+/// then <see cref="SetTokens"/> and Commit once the token is sampled.
+/// </summary>
 public interface IStepScope : IDisposable
 {
     void Commit();
+
+    /// <summary>Ends the recording without running the step; until Commit, ops run eagerly again (before the step on the device).</summary>
+    void Seal();
+
+    /// <summary>Rows of <paramref name="table"/> [vocab, D] for <paramref name="count"/> token ids given later through <see cref="SetTokens"/>.</summary>
+    Tensor DeferredTokenEmbedding(Tensor table, int count);
+
+    /// <summary>The ids of the deferred embedding (checked against the vocabulary), before Commit.</summary>
+    void SetTokens(ReadOnlySpan<int> ids);
 }

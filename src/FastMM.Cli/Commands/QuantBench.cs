@@ -281,11 +281,15 @@ internal static class QuantBench
             using var seq = cache.NewSequence(decodePrompt.Length + decodeTokens);
             using (var e = m.Text.Embed(decodePrompt)) using (m.Forward(e, seq, allLogits: false)) { }
             var w = Stopwatch.StartNew();
+            // As the generator: step i + 1 is recorded while step i runs, then step i's logits are read back.
+            Tensor? previous = null;
             for (int i = 0; i < decodeTokens; i++)
             {
-                using var l = m.Decode(rng.Next(vocab), seq);
-                m.Backend.ToHost(l, logits);
+                using var next = m.PrepareDecode(seq);
+                if (previous is not null) using (previous) m.Backend.ToHost(previous, logits);
+                previous = next.Run(rng.Next(vocab));
             }
+            using (previous) if (previous is not null) m.Backend.ToHost(previous, logits);
             return w.Elapsed.TotalMilliseconds / decodeTokens;
         });
         return (promptTokens / (prefillMs / 1000), 1000 / msPerToken);

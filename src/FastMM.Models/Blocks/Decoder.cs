@@ -113,6 +113,34 @@ public sealed class CausalLm
         }
     }
 
+    /// <summary>
+    /// The next decode step, prepared before its token is known (<see cref="PendingDecode"/>): on a backend with step
+    /// graphs its ops are recorded, fused and matched against the recorded graph now, while the device still runs the
+    /// step before, and <see cref="PendingDecode.Run"/> only sets the token and launches. The host's share of a token
+    /// then overlaps the device's. Elsewhere Run is <see cref="Decode"/>.
+    /// </summary>
+    public PendingDecode PrepareDecode(KvSequence seq, int ropeOffset = 0)
+    {
+        if (Backend is not IStepGraphs graphs) return new PendingDecode(this, seq, ropeOffset, null, null, seq.Length);
+        int pos0 = Prepare(seq, 1, ropeOffset);
+        IStepScope? step = null;
+        try
+        {
+            step = graphs.BeginStep();
+            Tensor logits;
+            using (var x = step.DeferredTokenEmbedding(_embed, 1))
+                logits = Layers(x, seq, allLogits: false, pos0, ropeOffset);
+            step.Seal();
+            return new PendingDecode(this, seq, ropeOffset, step, logits, pos0);
+        }
+        catch
+        {
+            step?.Dispose();
+            seq.Truncate(pos0);
+            throw;
+        }
+    }
+
     private int Prepare(KvSequence seq, int t, int ropeOffset)
     {
         int pos0 = seq.Length;
@@ -163,5 +191,53 @@ public sealed class CausalLm
         var a = new int[n];
         for (int i = 0; i < n; i++) a[i] = i;
         return a;
+    }
+}
+
+/// <summary>
+/// A decode step waiting for its token (<see cref="CausalLm.PrepareDecode"/>). <see cref="Run"/> it once; disposing it
+/// unrun drops the step and gives the sequence its position back (e.g. when the last token was an end of sequence).
+/// </summary>
+public sealed class PendingDecode : IDisposable
+{
+    private readonly CausalLm _decoder;
+    private readonly KvSequence _seq;
+    private readonly int _ropeOffset, _position0;
+    private readonly IStepScope? _step;
+    private readonly Tensor? _logits;
+    private bool _done;
+
+    internal PendingDecode(CausalLm decoder, KvSequence seq, int ropeOffset, IStepScope? step, Tensor? logits, int position0)
+    {
+        _decoder = decoder; _seq = seq; _ropeOffset = ropeOffset; _step = step; _logits = logits; _position0 = position0;
+    }
+
+    /// <summary>The logits [1, Vocab] of <paramref name="token"/> appended to the sequence, as <see cref="CausalLm.Decode"/>.</summary>
+    public Tensor Run(int token)
+    {
+        if (_done) throw new InvalidOperationException("this decode step has already run or been dropped");
+        _done = true;
+        if (_step is null) return _decoder.Decode(token, _seq, _ropeOffset);
+        try
+        {
+            _step.SetTokens([token]);
+            _step.Commit();
+            return _logits!;
+        }
+        catch
+        {
+            _step.Dispose();
+            _seq.Truncate(_position0);
+            throw;
+        }
+    }
+
+    public void Dispose()
+    {
+        if (_done) return;
+        _done = true;
+        if (_step is null) return;
+        _step.Dispose();
+        _seq.Truncate(_position0);
     }
 }

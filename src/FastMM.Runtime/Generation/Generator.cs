@@ -122,40 +122,54 @@ public sealed class Generator : IDisposable
 
         if (r.MaxNewTokens == 0) { yield return new Step(StepKind.Finished, 0, "", FinishReason.MaxTokens); yield break; }
         if (ct.IsCancellationRequested) { yield return new Step(StepKind.Finished, 0, "", FinishReason.Cancelled); yield break; }
-        Tensor logits;
+        Tensor? unread; // logits not yet read back: disposed on every way out
         using (var embeds = _model.EmbedPrompt(r.PromptIds, r.ImageFeatures))
-            logits = _model.Forward(embeds, seq, allLogits: false, r.RopeOffset);
-        yield return new Step(StepKind.PrefillDone, 0, "", default);
-
+            unread = _model.Forward(embeds, seq, allLogits: false, r.RopeOffset);
         var row = new float[_model.Text.Vocab];
         int emitted = 0; // with stop strings: how much of stops.Text has been streamed (text that may start a stop is held back)
-        for (int produced = 0; ; produced++)
+        try
         {
-            using (logits) b.ToHost(logits, row);
-            int token = sampler.Sample(row, System.Runtime.InteropServices.CollectionsMarshal.AsSpan(history));
-            if (r.EosTokenIds.Contains(token))
+            yield return new Step(StepKind.PrefillDone, 0, "", default);
+            for (int produced = 0; ; produced++)
             {
-                string tail = Release(stops, detok.Flush(), ref emitted, final: true);
-                if (tail.Length > 0) yield return new Step(StepKind.Token, -1, tail, default);
-                yield return new Step(StepKind.Finished, token, "", FinishReason.Eos);
-                yield break;
+                bool last = produced + 1 >= r.MaxNewTokens;
+                int token;
+                // The next step is recorded now, while a GPU still computes these logits; it runs once its token is sampled.
+                using (var next = last ? null : _model.PrepareDecode(seq, r.RopeOffset))
+                {
+                    using (unread) b.ToHost(unread!, row);
+                    unread = null;
+                    token = sampler.Sample(row, System.Runtime.InteropServices.CollectionsMarshal.AsSpan(history));
+                    history.Add(token);
+                    // Launched before the token is handed out (no step stays open while the caller runs); an end of
+                    // sequence, a stop string or cancellation leaves that step's logits unread.
+                    if (next is not null && !r.EosTokenIds.Contains(token)) unread = next.Run(token);
+                }
+                if (r.EosTokenIds.Contains(token))
+                {
+                    string tail = Release(stops, detok.Flush(), ref emitted, final: true);
+                    if (tail.Length > 0) yield return new Step(StepKind.Token, -1, tail, default);
+                    yield return new Step(StepKind.Finished, token, "", FinishReason.Eos);
+                    yield break;
+                }
+                string piece = detok.Push(token);
+                if (last) piece += detok.Flush();
+                string ready = Release(stops, piece, ref emitted, final: last);
+                yield return new Step(StepKind.Token, token, ready, default);
+                if (stops is { Stopped: true }) { yield return new Step(StepKind.Finished, token, "", FinishReason.StopString); yield break; }
+                if (last) { yield return new Step(StepKind.Finished, token, "", FinishReason.MaxTokens); yield break; }
+                if (ct.IsCancellationRequested)
+                {
+                    string tail = Release(stops, detok.Flush(), ref emitted, final: true);
+                    if (tail.Length > 0) yield return new Step(StepKind.Token, -1, tail, default);
+                    yield return new Step(StepKind.Finished, token, "", FinishReason.Cancelled);
+                    yield break;
+                }
             }
-            history.Add(token);
-            bool last = produced + 1 >= r.MaxNewTokens;
-            string piece = detok.Push(token);
-            if (last) piece += detok.Flush();
-            string ready = Release(stops, piece, ref emitted, final: last);
-            yield return new Step(StepKind.Token, token, ready, default);
-            if (stops is { Stopped: true }) { yield return new Step(StepKind.Finished, token, "", FinishReason.StopString); yield break; }
-            if (last) { yield return new Step(StepKind.Finished, token, "", FinishReason.MaxTokens); yield break; }
-            if (ct.IsCancellationRequested)
-            {
-                string tail = Release(stops, detok.Flush(), ref emitted, final: true);
-                if (tail.Length > 0) yield return new Step(StepKind.Token, -1, tail, default);
-                yield return new Step(StepKind.Finished, token, "", FinishReason.Cancelled);
-                yield break;
-            }
-            logits = _model.Decode(token, seq, r.RopeOffset);
+        }
+        finally
+        {
+            unread?.Dispose();
         }
     }
 
