@@ -134,6 +134,6 @@ echo "| check | result |"
 echo "|---|---|"
 for k in "${!status[@]}"; do echo "| $k | ${status[$k]} |"; done | sort
 grep -hE '^bench ' "$out/kernels.txt" 2>/dev/null | sed 's/^/  /'
-for f in "$out"/bench-*.txt; do grep -hiE 'decode_tok|steps|bound|bandwidth|ttft|prefill|encode' "$f" 2>/dev/null | sed "s/^/  [$(basename "$f" .txt)] /"; done
+for f in "$out"/bench-*.txt; do grep -hiE 'decode_tok|steps|host|bound|bandwidth|ttft|prefill|encode' "$f" 2>/dev/null | sed "s/^/  [$(basename "$f" .txt)] /"; done
 for k in "${!status[@]}"; do [ "${status[$k]:0:2}" = "ok" ] || exit 1; done
 exit 0

@@ -110,6 +110,16 @@ CUresult enqueue(void* stream, Node n)
     return execute(n);
 }
 
+Node memory_node(Node::Kind kind, uint64_t dst, uint64_t src, size_t bytes, uint8_t value = 0)
+{
+    Node n{kind};
+    n.dst = dst;
+    n.src = src;
+    n.bytes = bytes;
+    n.value = value;
+    return n;
+}
+
 CUresult check_device_range(uint64_t address, size_t bytes)
 {
     if (bytes == 0) return kSuccess;
@@ -343,9 +353,7 @@ API CUresult cuMemcpyHtoDAsync_v2(uint64_t dst, const void* src, size_t bytes, v
 {
     LOCKED;
     if (CUresult r = check_device_range(dst, bytes)) return r;
-    Node n{Node::CopyToDevice};
-    n.dst = dst;
-    n.bytes = bytes;
+    Node n = memory_node(Node::CopyToDevice, dst, reinterpret_cast<uint64_t>(src), bytes);
     Stream* s = stream_of(stream);
     if (s->capture != nullptr && g_pinned.count(reinterpret_cast<uint64_t>(src)) == 0)
     {
@@ -354,8 +362,6 @@ API CUresult cuMemcpyHtoDAsync_v2(uint64_t dst, const void* src, size_t bytes, v
         std::memcpy(copy, src, bytes);
         n.src = reinterpret_cast<uint64_t>(copy);
     }
-    else
-        n.src = reinterpret_cast<uint64_t>(src);
     return enqueue(stream, std::move(n));
 }
 
@@ -363,11 +369,7 @@ API CUresult cuMemcpyDtoHAsync_v2(void* dst, uint64_t src, size_t bytes, void* s
 {
     LOCKED;
     if (CUresult r = check_device_range(src, bytes)) return r;
-    Node n{Node::CopyToHost};
-    n.dst = reinterpret_cast<uint64_t>(dst);
-    n.src = src;
-    n.bytes = bytes;
-    return enqueue(stream, std::move(n));
+    return enqueue(stream, memory_node(Node::CopyToHost, reinterpret_cast<uint64_t>(dst), src, bytes));
 }
 
 API CUresult cuMemcpyDtoDAsync_v2(uint64_t dst, uint64_t src, size_t bytes, void* stream)
@@ -375,22 +377,14 @@ API CUresult cuMemcpyDtoDAsync_v2(uint64_t dst, uint64_t src, size_t bytes, void
     LOCKED;
     if (CUresult r = check_device_range(dst, bytes)) return r;
     if (CUresult r = check_device_range(src, bytes)) return r;
-    Node n{Node::CopyOnDevice};
-    n.dst = dst;
-    n.src = src;
-    n.bytes = bytes;
-    return enqueue(stream, std::move(n));
+    return enqueue(stream, memory_node(Node::CopyOnDevice, dst, src, bytes));
 }
 
 API CUresult cuMemsetD8Async(uint64_t dst, unsigned char value, size_t bytes, void* stream)
 {
     LOCKED;
     if (CUresult r = check_device_range(dst, bytes)) return r;
-    Node n{Node::Fill};
-    n.dst = dst;
-    n.bytes = bytes;
-    n.value = value;
-    return enqueue(stream, std::move(n));
+    return enqueue(stream, memory_node(Node::Fill, dst, 0, bytes, value));
 }
 
 API CUresult cuGraphInstantiateWithFlags(void** exec, void* graph, unsigned long long)

@@ -6,6 +6,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <cstdlib>
 #include <map>
 #include <memory>
 
@@ -120,6 +122,13 @@ struct BlockRun
     const KernelEntry* kernel = nullptr;
     void** params = nullptr;
 };
+
+/// Threads run from the highest index down instead of from 0 up: a kernel that reads what another thread wrote
+/// without a barrier between them sees it in one of the two orders only, so running the checks in both finds it.
+std::atomic<int> reverse_order{[] {
+    const char* v = getenv("FASTMM_CUDA_EMU_ORDER");
+    return v != nullptr && strcmp(v, "reverse") == 0 ? 1 : 0;
+}()};
 
 thread_local BlockRun* run;
 thread_local Fiber* running;
@@ -284,9 +293,10 @@ std::string run_grid(const KernelEntry& kernel, dim3 grid, dim3 block, void** pa
                 while (done < threads)
                 {
                     bool ran = false;
-                    for (int i = 0; i < threads; i++)
+                    const bool reverse = reverse_order.load(std::memory_order_relaxed) != 0;
+                    for (int k = 0; k < threads; k++)
                     {
-                        Fiber& f = b.fibers[i];
+                        Fiber& f = b.fibers[reverse ? threads - 1 - k : k];
                         if (f.state != State::Ready) continue;
                         ran = true;
                         running = &f;
@@ -327,4 +337,10 @@ extern "C" void fastmm_emu_fiber_main()
     if (run->live > 0 && run->waiting_block == run->live) release_block();
     yield_to_scheduler();
     __builtin_unreachable();
+}
+
+/// 1: run each block's threads from the highest index down (FASTMM_CUDA_EMU_ORDER=reverse sets it at load); 0: from 0 up.
+extern "C" __attribute__((visibility("default"))) void fastmm_emu_set_thread_order(int reverse)
+{
+    fastmm_emu::reverse_order.store(reverse != 0 ? 1 : 0);
 }

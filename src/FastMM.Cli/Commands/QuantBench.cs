@@ -263,6 +263,18 @@ internal static class QuantBench
     /// <summary>Prefill of PromptTokens random tokens and decode tokens/s after a 32-token prompt (as `fastmm bench`).</summary>
     internal static (double Prefill, double Decode) TextSpeed(VisionLanguageModel m, int runs, int promptTokens, int decodeTokens)
     {
+        var (prefill, decode, _) = TextSpeed(m, runs, promptTokens, decodeTokens, serialToo: false);
+        return (prefill, decode);
+    }
+
+    /// <summary>
+    /// Prefill and decode speed (tokens/s). Decode runs as the generator does, step i + 1 recorded while step i runs;
+    /// with <paramref name="serialToo"/> also one step at a time (record, run, read back), so a GPU backend's gain from
+    /// the overlap is a ratio taken in the same process (0 when not measured).
+    /// </summary>
+    internal static (double Prefill, double Decode, double DecodeSerial) TextSpeed(VisionLanguageModel m, int runs, int promptTokens,
+        int decodeTokens, bool serialToo)
+    {
         var rng = new Random(1);
         int vocab = m.Text.Spec.Vocab;
         int[] RandomIds(int n) { var a = new int[n]; for (int i = 0; i < n; i++) a[i] = RandomText(rng, m, vocab); return a; }
@@ -276,11 +288,20 @@ internal static class QuantBench
         }));
         var decodePrompt = RandomIds(32);
         var logits = new float[vocab];
-        double msPerToken = Median(runs, () =>
+        double MsPerToken(bool overlap) => Median(runs, () =>
         {
             using var seq = cache.NewSequence(decodePrompt.Length + decodeTokens);
             using (var e = m.Text.Embed(decodePrompt)) using (m.Forward(e, seq, allLogits: false)) { }
             var w = Stopwatch.StartNew();
+            if (!overlap)
+            {
+                for (int i = 0; i < decodeTokens; i++)
+                {
+                    using var l = m.Decode(rng.Next(vocab), seq);
+                    m.Backend.ToHost(l, logits);
+                }
+                return w.Elapsed.TotalMilliseconds / decodeTokens;
+            }
             // As the generator: step i + 1 is recorded while step i runs, then step i's logits are read back.
             Tensor? previous = null;
             for (int i = 0; i < decodeTokens; i++)
@@ -292,7 +313,9 @@ internal static class QuantBench
             using (previous) if (previous is not null) m.Backend.ToHost(previous, logits);
             return w.Elapsed.TotalMilliseconds / decodeTokens;
         });
-        return (promptTokens / (prefillMs / 1000), 1000 / msPerToken);
+        double overlapped = MsPerToken(overlap: true);
+        double serial = serialToo ? MsPerToken(overlap: false) : double.PositiveInfinity;
+        return (promptTokens / (prefillMs / 1000), 1000 / overlapped, serialToo ? 1000 / serial : 0);
     }
 
     internal static double Median(int runs, Func<double> once)

@@ -52,7 +52,8 @@ internal static class VlmBench
             l.ToArray();
         }));
 
-        var (prefillTokS, decodeTokS) = QuantBench.TextSpeed(m, runs, promptTokens, decodeTokens);
+        // On a backend that records decode steps, also the speed of one step at a time: the overlap's gain in one process.
+        var (prefillTokS, decodeTokS, serialTokS) = QuantBench.TextSpeed(m, runs, promptTokens, decodeTokens, serialToo: backend is IStepGraphs);
 
         if (profiler is not null)
         {
@@ -94,6 +95,7 @@ internal static class VlmBench
             var (recordMs, commitMs) = g.StepHostMs;
             r["decode_step_host_record_ms"] = Math.Round(recordMs, 3);
             r["decode_step_host_commit_ms"] = Math.Round(commitMs, 3);
+            r["decode_tok_s_one_step_at_a_time"] = Math.Round(serialTokS, 2);
         }
         r["peak_memory_mb"] = Process.GetCurrentProcess().PeakWorkingSet64 / (1 << 20);
         return r;

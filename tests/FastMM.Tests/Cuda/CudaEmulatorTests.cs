@@ -35,6 +35,29 @@ public class CudaEmulatorTests
     }
 
     [Fact]
+    public unsafe void TheKernelsAgreeWithTheCpuWithEveryBlocksThreadsRunInReverseOrder()
+    {
+        // Threads switch only at barriers, from index 0 up: a read of another thread's write with no barrier between
+        // them is seen wrong in one order or the other, so the suite runs in the reverse order here too.
+        string? emulator = MachineBackends.CudaEmulator;
+        if (emulator is null) return;
+        using var backend = CudaBackend.Create(CudaDriver.LoadNamed(emulator));
+        var setOrder = (delegate* unmanaged<int, void>)System.Runtime.InteropServices.NativeLibrary.GetExport(
+            System.Runtime.InteropServices.NativeLibrary.Load(emulator), "fastmm_emu_set_thread_order");
+        setOrder(1);
+        try
+        {
+            int seed = Random.Shared.Next();
+            foreach (string check in FastMM.Backends.Conformance.Checks)
+                Assert.All(FastMM.Backends.Conformance.Run(backend, check, seed), r => Assert.True(r.Passed, $"reverse order, seed {seed}: {r}"));
+        }
+        finally
+        {
+            setOrder(0);
+        }
+    }
+
+    [Fact]
     public void ADriverLibraryNamedByTheVariableThatIsMissingIsOneClearError()
     {
         var e = Assert.Throws<FastMMException>(() => CudaDriver.LoadNamed("/nonexistent/libfastmm_cuda_emu.so"));
