@@ -27,7 +27,7 @@ public enum CudaWeightFormat
 /// (scripts/device-check.sh; benchmarks/RESULTS.md has the run).
 /// Not thread-safe, like the models that drive a backend.
 /// </summary>
-public sealed unsafe partial class CudaBackend : IBackend, IDeviceBandwidth
+public sealed unsafe partial class CudaBackend : IBackend, IDeviceBandwidth, IDeviceArgmax
 {
     private const int GemvMaxRows = 8;   // kernels' kGemvMaxRows: more rows than this take the GEMM path
     private const int QuantBlock = 32;
@@ -735,7 +735,7 @@ public sealed unsafe partial class CudaBackend : IBackend, IDeviceBandwidth
         return GatherRows(row, new int[batch], d, batch, 1, d);
     }
 
-    // ---------------- sampling (not part of IBackend: for a device-side generation loop) ----------------
+    // ---------------- sampling (IDeviceArgmax; Sample is for a device-side generation loop) ----------------
 
     /// <summary>Greedy next tokens of logits [rows, vocab]: the first maximum per row.</summary>
     public int[] Argmax(Tensor logits)

@@ -175,6 +175,16 @@ public interface IDeviceBandwidth
 }
 
 /// <summary>
+/// A backend that picks greedy tokens where the logits are (a GPU): a token id comes back to the host instead of a
+/// row of logits per token. The first maximum wins, as torch.argmax; a NaN or +inf logit is an error.
+/// </summary>
+public interface IDeviceArgmax
+{
+    /// <summary>The first maximum of each row of logits [rows, vocab].</summary>
+    int[] Argmax(Tensor logits);
+}
+
+/// <summary>
 /// A backend that can replay a repeated sequence of ops (a decode step) as one recorded graph: a token then costs one
 /// launch instead of hundreds. Ops issued between <see cref="BeginStep"/> and <see cref="IStepScope.Commit"/> are
 /// deferred and run at Commit; the tensors they return stay valid until the step after the next one begins (a later

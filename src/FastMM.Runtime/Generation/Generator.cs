@@ -126,6 +126,7 @@ public sealed class Generator : IDisposable
         using (var embeds = _model.EmbedPrompt(r.PromptIds, r.ImageFeatures))
             unread = _model.Forward(embeds, seq, allLogits: false, r.RopeOffset);
         var row = new float[_model.Text.Vocab];
+        var deviceArgmax = r.Sampling.IsGreedy && r.Sampling.RepetitionPenalty == 1f ? b as IDeviceArgmax : null;
         int emitted = 0; // with stop strings: how much of stops.Text has been streamed (text that may start a stop is held back)
         try
         {
@@ -137,9 +138,17 @@ public sealed class Generator : IDisposable
                 // The next step is recorded now, while a GPU still computes these logits; it runs once its token is sampled.
                 using (var next = last ? null : _model.PrepareDecode(seq, r.RopeOffset))
                 {
-                    using (unread) b.ToHost(unread!, row);
+                    using (unread)
+                    {
+                        // Plain greedy on a GPU: the argmax is taken there and one id comes back, not the logits.
+                        if (deviceArgmax is not null) token = deviceArgmax.Argmax(unread!)[0];
+                        else
+                        {
+                            b.ToHost(unread!, row);
+                            token = sampler.Sample(row, System.Runtime.InteropServices.CollectionsMarshal.AsSpan(history));
+                        }
+                    }
                     unread = null;
-                    token = sampler.Sample(row, System.Runtime.InteropServices.CollectionsMarshal.AsSpan(history));
                     history.Add(token);
                     // Launched before the token is handed out (no step stays open while the caller runs); an end of
                     // sequence, a stop string or cancellation leaves that step's logits unread.
