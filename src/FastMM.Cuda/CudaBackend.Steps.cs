@@ -148,6 +148,7 @@ public sealed unsafe partial class CudaBackend : IStepGraphs
     /// <summary>Where this step's deferred token ids are staged (buffer, offset, count), or Count 0; and whether they were set.</summary>
     private (int Buffer, long Offset, int Count) _stepTokens;
     private bool _stepTokensSet;
+    private int _deferredVocab;
     /// <summary>The open step's number: a scope acts only on its own step.</summary>
     private long _stepId;
 
@@ -285,16 +286,12 @@ public sealed unsafe partial class CudaBackend : IStepGraphs
         if (_stepState != StepState.Recording) throw new InvalidOperationException("cuda: a deferred token embedding belongs inside a recording step");
         if (_stepTokens.Count != 0) throw new InvalidOperationException("cuda: a step has one deferred token embedding");
         int d = table.Dim(1);
-        var y = New(count, d);
-        using var idx = Upload<int>(new int[count], UploadKind.DeferredTokens);
+        var y = GatherRows(table, new int[count], d, UploadKind.DeferredTokens, count, d);
         var (_, buffer, offset, _) = _stepUploads[^1];
         _stepTokens = (buffer, offset, count);
-        Launch(CudaKernelNames.GatherRows, count, 256, P(Ptr(table)), P(idx.Pointer), P(Ptr(y)), count, d);
         _deferredVocab = table.Dim(0);
         return y;
     }
-
-    private int _deferredVocab;
 
     /// <summary>The token ids of this step's deferred embedding, written into its staging before it runs.</summary>
     private void SetStepTokens(ReadOnlySpan<int> ids)

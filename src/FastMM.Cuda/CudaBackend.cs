@@ -670,9 +670,12 @@ public sealed unsafe partial class CudaBackend : IBackend, IDeviceBandwidth, IDe
 
     /// <summary>dst[i] = src[index[i]] for rows of `width` floats.</summary>
     private Tensor GatherRows(Tensor src, ReadOnlySpan<int> index, int width, params int[] shape)
+        => GatherRows(src, index, width, UploadKind.Private, shape);
+
+    private Tensor GatherRows(Tensor src, ReadOnlySpan<int> index, int width, UploadKind indexKind, params int[] shape)
     {
         var y = New(shape);
-        using var idx = Upload(index);
+        using var idx = Upload(index, indexKind);
         Launch(K.GatherRows, index.Length, 256, P(Ptr(src)), P(idx.Pointer), P(Ptr(y)), index.Length, width);
         return y;
     }

@@ -93,7 +93,7 @@ internal static class QuantBench
         var prompts = pipe is not null ? Prompts(pipe, scenes, o.Prompts) : RandomPrompts(m, o.Prompts);
 
         double imageMs = Median(o.Runs, () => Time(() => { using var f = Features(m, prompts[0]); }));
-        var (prefill, decode) = TextSpeed(m, o.Runs, o.PromptTokens, o.DecodeTokens);
+        var (prefill, decode, _) = TextSpeed(m, o.Runs, o.PromptTokens, o.DecodeTokens, serialToo: false);
         long textBytes = m.Quantization.BytesPerComponent.GetValueOrDefault(ModelComponent.Text);
         double bound = bandwidth * 1e9 / textBytes;
         log.WriteLine($"{scheme.Name}: decode reads {textBytes / 1e6:F1} MB of text weights per token -> bound {bound:F0} tok/s; measured {decode:F1} = {decode / bound:F2} of it");
@@ -260,15 +260,9 @@ internal static class QuantBench
         return id;
     }
 
-    /// <summary>Prefill of PromptTokens random tokens and decode tokens/s after a 32-token prompt (as `fastmm bench`).</summary>
-    internal static (double Prefill, double Decode) TextSpeed(VisionLanguageModel m, int runs, int promptTokens, int decodeTokens)
-    {
-        var (prefill, decode, _) = TextSpeed(m, runs, promptTokens, decodeTokens, serialToo: false);
-        return (prefill, decode);
-    }
-
     /// <summary>
-    /// Prefill and decode speed (tokens/s). Decode runs as the generator does, step i + 1 recorded while step i runs;
+    /// Prefill of <paramref name="promptTokens"/> random tokens and decode tokens/s after a 32-token prompt (as `fastmm
+    /// bench`). Decode runs as the generator does, step i + 1 recorded while step i runs;
     /// with <paramref name="serialToo"/> also one step at a time (record, run, read back), so a GPU backend's gain from
     /// the overlap is a ratio taken in the same process (0 when not measured).
     /// </summary>
@@ -316,9 +310,9 @@ internal static class QuantBench
             using (previous) if (previous is not null) ReadBack(previous);
             return w.Elapsed.TotalMilliseconds / decodeTokens;
         });
-        double overlapped = MsPerToken(overlap: true);
-        double serial = serialToo ? MsPerToken(overlap: false) : double.PositiveInfinity;
-        return (promptTokens / (prefillMs / 1000), 1000 / overlapped, serialToo ? 1000 / serial : 0);
+        double overlapped = 1000 / MsPerToken(overlap: true);
+        double serial = serialToo ? 1000 / MsPerToken(overlap: false) : 0;
+        return (promptTokens / (prefillMs / 1000), overlapped, serial);
     }
 
     internal static double Median(int runs, Func<double> once)

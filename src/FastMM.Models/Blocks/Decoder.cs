@@ -91,26 +91,18 @@ public sealed class CausalLm
 
     /// <summary>
     /// One decode step: the logits [1, Vocab] of <paramref name="token"/> appended to seq. The step is the same op
-    /// sequence every time, so a backend that can (<see cref="IStepGraphs"/>) replays it as one recorded graph; the
-    /// logits are then valid until the next step.
+    /// sequence every time, so a backend that can (<see cref="IStepGraphs"/>) replays it as one recorded graph (a
+    /// prepared step run at once); the logits are then valid until the step after the next one begins.
     /// </summary>
     public Tensor Decode(int token, KvSequence seq, int ropeOffset = 0)
     {
-        int pos0 = Prepare(seq, 1, ropeOffset);
-        try
+        if (Backend is IStepGraphs)
         {
-            using var step = Backend is IStepGraphs graphs ? graphs.BeginStep() : null;
-            Tensor logits;
-            using (var x = Backend.Embedding(_embed, [token]))
-                logits = Layers(x, seq, allLogits: false, pos0, ropeOffset);
-            step?.Commit(); // a step whose commit fails ran nothing
-            return logits;
+            using var step = PrepareDecode(seq, ropeOffset);
+            return step.Run(token);
         }
-        catch
-        {
-            seq.Truncate(pos0);
-            throw;
-        }
+        using var x = Backend.Embedding(_embed, [token]);
+        return Forward(x, seq, allLogits: false, ropeOffset);
     }
 
     /// <summary>
@@ -226,8 +218,7 @@ public sealed class PendingDecode : IDisposable
         }
         catch
         {
-            _step.Dispose();
-            _seq.Truncate(_position0);
+            Drop();
             throw;
         }
     }
@@ -236,8 +227,12 @@ public sealed class PendingDecode : IDisposable
     {
         if (_done) return;
         _done = true;
-        if (_step is null) return;
-        _step.Dispose();
+        if (_step is not null) Drop();
+    }
+
+    private void Drop()
+    {
+        _step!.Dispose();
         _seq.Truncate(_position0);
     }
 }

@@ -133,7 +133,7 @@ public sealed class Generator : IDisposable
             yield return new Step(StepKind.PrefillDone, 0, "", default);
             for (int produced = 0; ; produced++)
             {
-                bool last = produced + 1 >= r.MaxNewTokens;
+                bool last = produced + 1 >= r.MaxNewTokens, eos;
                 int token;
                 // The next step is recorded now, while a GPU still computes these logits; it runs once its token is sampled.
                 using (var next = last ? null : _model.PrepareDecode(seq, r.RopeOffset))
@@ -150,11 +150,12 @@ public sealed class Generator : IDisposable
                     }
                     unread = null;
                     history.Add(token);
+                    eos = r.EosTokenIds.Contains(token);
                     // Launched before the token is handed out (no step stays open while the caller runs); an end of
                     // sequence, a stop string or cancellation leaves that step's logits unread.
-                    if (next is not null && !r.EosTokenIds.Contains(token)) unread = next.Run(token);
+                    if (next is not null && !eos) unread = next.Run(token);
                 }
-                if (r.EosTokenIds.Contains(token))
+                if (eos)
                 {
                     string tail = Release(stops, detok.Flush(), ref emitted, final: true);
                     if (tail.Length > 0) yield return new Step(StepKind.Token, -1, tail, default);
