@@ -9,20 +9,25 @@
 //   stride a multiple of 4 floats (16-byte vector loads).
 //
 // Entry points and launch configuration:
-//   attention_prefill_hd64 / attention_prefill_hd128 (head_dim ≤ 64 / ≤ 128):
-//     grid (ceil(tq / 64), heads, batch), block 128 threads (4 warps × 16 query rows), static shared memory
-//     (18.4 KB / 34.8 KB). Flash-attention-2 style: Q fragments stay in registers, K/V tiles of 64 keys are
-//     converted to f16 in shared memory, S = Q·Kᵀ and O += P·V run on mma.sync m16n8k16 (f16 in, f32 accumulate),
-//     with an online softmax in the exp2 domain. K/V rows come from dense tensors (block_table == nullptr:
-//     row = b·tk + j) or from a paged KV pool (row = block_table[b·table_stride + j / block_size]·block_size +
-//     j % block_size; every sequence of the batch then has tk cached tokens).
+//   attention_kv_to_f16 / attention_kv_to_f16_int8: keys 0..tk−1 of K and V → f16 copies [B, kv_heads, tk, 64 | 128]
+//     (columns ≥ head_dim zero), from dense F32 rows (block_table == nullptr: row = b·tk + j) or from the paged pool
+//     (row = block_table[b·table_stride + j / block_size]·block_size + j % block_size), F32 or int8 (value =
+//     q · scale[row·kv_heads + head]). Grid-stride, block 256. Run once per attention call, so the prefill kernel's
+//     blocks (one per 64 queries) read ready f16 tiles instead of each converting the whole sequence again.
+//   attention_prefill_hd64 / attention_prefill_hd128 (head_dim ≤ 64 / ≤ 128; Attention, SelfAttention and
+//     CachedAttention with T > 1): block 128 threads → 64 query rows per block, grid (ceil(tq / 64), heads, batch);
+//     block 256 → 128 rows (half the K/V reads per query; the host takes it when that grid has two blocks per SM),
+//     grid (ceil(tq / 128), heads, batch). 16 query rows per warp; static shared memory 18.4 KB / 34.8 KB. Flash-attention-2 style: Q fragments stay in registers, S = Q·Kᵀ and
+//     O += P·V run on mma.sync m16n8k16 (f16 in, f32 accumulate, ldmatrix fragments) with an online softmax in the
+//     exp2 domain. Tiles of 64 keys of the f16 copies arrive by cp.async: the next tile's K while the block does this
+//     tile's softmax and P·V, its V while the block does the next S.
 //   attention_decode_paged_f32 / attention_decode_paged_int8 (one new token per sequence):
 //     grid (splits, kv_heads · ceil(group / 16), batch), block 128 threads, ≈ 41 KB static shared memory.
 //     Split-K over the sequence: split s covers keys [s·n, (s+1)·n) of sequence b, n = ceil(seq_lens[b] / splits)
 //     (read on the device, so a captured decode graph serves every length); all ≤ 16 query heads sharing a KV head are handled by one block so each K/V row is
 //     read once. Writes unnormalised partial results (log2-domain max, sum, accumulator) per split.
-//     The int8 variants (attention_decode_paged_int8, attention_prefill_int8_hd64/hd128) read an int8 cache with one
-//     scale per (pool row, KV head): value = q · k_scale[row·kv_heads + head] (kv_cache.cu's kv_append_int8 layout).
+//     attention_decode_paged_int8 reads an int8 cache with one scale per (pool row, KV head): value =
+//     q · k_scale[row·kv_heads + head] (kv_cache.cu's kv_append_int8 layout).
 //   attention_decode_reduce: grid (heads, batch), block 128 threads; merges the splits into o [B, heads·head_dim]
 //     (optionally also its q8_1 activations for the next decode GEMV).
 
@@ -32,9 +37,9 @@ namespace {
 
 constexpr float kLog2e = 1.4426950408889634f;
 
-constexpr int kPrefillRows = 64;   // query rows per block, 16 per warp
+// Query rows per block, 16 per warp: 64 (128 threads) or 128 (256 threads), by the block size the host launches.
 constexpr int kPrefillKeys = 64;   // keys per shared-memory tile
-constexpr int kPrefillThreads = 128;
+constexpr int kPrefillMaxThreads = 256;
 
 // Row index of key j of sequence b in the K/V arrays: dense, or through a vLLM-style block table.
 __device__ __forceinline__ long long kv_row(int b, int j, int tk, const int* block_table, int table_stride, int block_size)
@@ -43,7 +48,6 @@ __device__ __forceinline__ long long kv_row(int b, int j, int tk, const int* blo
     return (long long)block_table[(long long)b * table_stride + j / block_size] * block_size + j % block_size;
 }
 
-__device__ __forceinline__ uint32_t load_u32(const __half* p) { return *reinterpret_cast<const uint32_t*>(p); }
 
 __device__ __forceinline__ float4 load4(const float* p, float) { return *reinterpret_cast<const float4*>(p); }
 __device__ __forceinline__ float4 load4(const int8_t* p, float s)
@@ -52,185 +56,227 @@ __device__ __forceinline__ float4 load4(const int8_t* p, float s)
     return make_float4(c.x * s, c.y * s, c.z * s, c.w * s);
 }
 
-template <typename T>
-struct ScaledRow
-{
-    const T* p;  // the row's first element, or nullptr for a zero row
-    float scale;
-};
+// ---- prefill: each warp owns 16 query rows of the block's 64 or 128 ----
 
-// 64 rows × HD values → f16 shared tile (row stride HD + 8 halves: conflict-free fragment loads).
-// row(r) returns the row and its scale; columns ≥ head_dim are zeroed.
-template <int HD, typename T, typename RowOf>
-__device__ __forceinline__ void load_tile_f16(__half* tile, int head_dim, RowOf row)
+// Q rows [q0, q0 + Rows) of head h as f16 in `tile` (rows ≥ tq and columns ≥ head_dim zero), then this warp's A
+// fragments in registers. Ends with a barrier, so the caller may reuse `tile` at once.
+template <int HD, int Rows>
+__device__ __forceinline__ void load_q_fragments(uint32_t (&qa)[HD / 16][4], __half* tile, const float* q, int q_stride, int b, int tq,
+                                                 int q0, int h, int head_dim)
 {
     constexpr int kStride = HD + 8, kVecPerRow = HD / 4;
-    for (int i = threadIdx.x; i < kPrefillRows * kVecPerRow; i += kPrefillThreads)
+    for (int i = threadIdx.x; i < Rows * kVecPerRow; i += Rows * 2)
     {
         const int r = i / kVecPerRow, c = (i % kVecPerRow) * 4;
         float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
-        if (c < head_dim)
-        {
-            const ScaledRow<T> src = row(r);
-            if (src.p != nullptr) v = load4(src.p + c, src.scale);
-        }
+        if (c < head_dim && q0 + r < tq) v = load4(q + ((long long)b * tq + q0 + r) * q_stride + (long long)h * head_dim + c, 1.f);
         store_half4(tile + r * kStride + c, v);
+    }
+    __syncthreads();
+    const int lane = threadIdx.x % FASTMM_WARP;
+    const __half* qs = tile + (threadIdx.x / FASTMM_WARP) * 16 * kStride;
+#pragma unroll
+    for (int c = 0; c < HD / 16; c++) ldmatrix_x4(qa[c], qs + (lane % 16) * kStride + c * 16 + (lane / 16) * 8);
+    __syncthreads();
+}
+
+// S = Q·Kᵀ for the warp's 16 rows × 64 keys of `k_tile` (8 n-tiles), B fragments by ldmatrix from the n-major tile.
+template <int HD>
+__device__ __forceinline__ void scores(float (&s)[8][4], const uint32_t (&qa)[HD / 16][4], const __half* k_tile)
+{
+    constexpr int kStride = HD + 8;
+    const int lane = threadIdx.x % FASTMM_WARP;
+#pragma unroll
+    for (int nt = 0; nt < 8; nt++) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
+#pragma unroll
+    for (int np = 0; np < 4; np++)
+#pragma unroll
+        for (int c = 0; c < HD / 16; c++)
+        {
+            uint32_t kb[4];
+            ldmatrix_x4(kb, k_tile + (np * 16 + (lane / 16) * 8 + lane % 8) * kStride + c * 16 + ((lane / 8) % 2) * 8);
+            mma_m16n8k16_f16_f32(s[2 * np], qa[c], kb[0], kb[1]);
+            mma_m16n8k16_f16_f32(s[2 * np + 1], qa[c], kb[2], kb[3]);
+        }
+}
+
+// Scale into the exp2 domain and mask: key_bias (0 or −inf per key of the tile) and, if causal, keys past the row's.
+__device__ __forceinline__ void scale_and_mask(float (&s)[8][4], const float* key_bias, float scale_log2, int n0, int q0, int causal, int causal_offset)
+{
+    const int warp = threadIdx.x / FASTMM_WARP, lane = threadIdx.x % FASTMM_WARP, g = lane / 4, t = lane % 4;
+#pragma unroll
+    for (int nt = 0; nt < 8; nt++)
+#pragma unroll
+        for (int e = 0; e < 4; e++)
+        {
+            const int key = nt * 8 + 2 * t + (e & 1);
+            const int row = q0 + warp * 16 + g + 8 * (e >> 1);
+            float x = s[nt][e] * scale_log2 + key_bias[key];
+            if (causal && n0 + key > row + causal_offset) x = -INFINITY;
+            s[nt][e] = x;
+        }
+}
+
+// Online softmax over the tile: rescale what was accumulated by exp2(old max − new max), turn s into probabilities.
+// A quad of 4 lanes shares a row; row_sum stays a per-lane partial, summed over the quad once at the end.
+template <int HD>
+__device__ __forceinline__ void online_softmax(float (&s)[8][4], float (&row_max)[2], float (&row_sum)[2], float (&acc)[HD / 8][4])
+{
+#pragma unroll
+    for (int r = 0; r < 2; r++)
+    {
+        float tile_max = -INFINITY;
+#pragma unroll
+        for (int nt = 0; nt < 8; nt++) tile_max = fmaxf(tile_max, fmaxf(s[nt][2 * r], s[nt][2 * r + 1]));
+        tile_max = fmaxf(tile_max, __shfl_xor_sync(FASTMM_FULL_MASK, tile_max, 1));
+        tile_max = fmaxf(tile_max, __shfl_xor_sync(FASTMM_FULL_MASK, tile_max, 2));
+        const float new_max = fmaxf(row_max[r], tile_max);
+        const float base = new_max == -INFINITY ? 0.f : new_max;  // nothing visible yet: keep exp2 finite
+        const float alpha = exp2f(row_max[r] - base);
+        row_max[r] = new_max;
+        float sum = 0.f;
+#pragma unroll
+        for (int nt = 0; nt < 8; nt++)
+        {
+            s[nt][2 * r] = exp2f(s[nt][2 * r] - base);
+            s[nt][2 * r + 1] = exp2f(s[nt][2 * r + 1] - base);
+            sum += s[nt][2 * r] + s[nt][2 * r + 1];
+        }
+        row_sum[r] = row_sum[r] * alpha + sum;
+#pragma unroll
+        for (int d = 0; d < HD / 8; d++) { acc[d][2 * r] *= alpha; acc[d][2 * r + 1] *= alpha; }
     }
 }
 
-template <int HD, typename CacheT>
-__device__ __forceinline__ void attention_prefill(
-    const float* __restrict__ q, int q_stride, const CacheT* __restrict__ k, const CacheT* __restrict__ v, int kv_stride,
-    const float* __restrict__ k_scale, const float* __restrict__ v_scale, const int* __restrict__ block_table, int table_stride, int block_size, const float* __restrict__ key_mask,
-    float* __restrict__ out, int tq, int tk, int heads, int kv_heads, int head_dim, float scale, int causal)
+// O += P·V. The S accumulator layout is the A-fragment layout, so P goes from registers straight to the mma.
+template <int HD>
+__device__ __forceinline__ void accumulate_pv(float (&acc)[HD / 8][4], const float (&s)[8][4], const __half* v_tile)
 {
     constexpr int kStride = HD + 8;
-    constexpr int kChunks = HD / 16;  // k-steps of Q·Kᵀ
-    constexpr int kDimTiles = HD / 8; // n-tiles of P·V
-    __shared__ __align__(16) __half k_tile[kPrefillKeys * kStride];  // also stages Q before the key loop
-    __shared__ __align__(16) __half v_tile[kPrefillKeys * kStride];
-    __shared__ float key_bias[kPrefillKeys];                          // 0 or −inf: padding, key mask
+    const int lane = threadIdx.x % FASTMM_WARP;
+#pragma unroll
+    for (int c = 0; c < kPrefillKeys / 16; c++)
+    {
+        const uint32_t pa[4] = {
+            pack_half2(s[2 * c][0], s[2 * c][1]), pack_half2(s[2 * c][2], s[2 * c][3]),
+            pack_half2(s[2 * c + 1][0], s[2 * c + 1][1]), pack_half2(s[2 * c + 1][2], s[2 * c + 1][3])};
+#pragma unroll
+        for (int dp = 0; dp < HD / 16; dp++)
+        {
+            uint32_t vb[4];
+            ldmatrix_x4_trans(vb, v_tile + (c * 16 + (lane & 15)) * kStride + dp * 16 + (lane >> 4) * 8);
+            mma_m16n8k16_f16_f32(acc[2 * dp], pa, vb[0], vb[1]);
+            mma_m16n8k16_f16_f32(acc[2 * dp + 1], pa, vb[2], vb[3]);
+        }
+    }
+}
 
-    const int q0 = blockIdx.x * kPrefillRows, h = blockIdx.y, b = blockIdx.z;
-    const int kvh = h / (heads / kv_heads);
+// Normalise and store the warp's rows of out [B, tq, heads·head_dim]; a row that saw no key gets zeros.
+template <int HD>
+__device__ __forceinline__ void store_rows(const float (&acc)[HD / 8][4], const float (&row_sum)[2], float* out, int b, int tq, int q0, int h,
+                                           int heads, int head_dim)
+{
     const int warp = threadIdx.x / FASTMM_WARP, lane = threadIdx.x % FASTMM_WARP, g = lane / 4, t = lane % 4;
-    const int causal_offset = tk - tq;
-    const float scale_log2 = scale * kLog2e;
-
-    load_tile_f16<HD, float>(k_tile, head_dim, [&](int r) -> ScaledRow<float> {
-        const int i = q0 + r;
-        return {i < tq ? q + ((long long)b * tq + i) * q_stride + (long long)h * head_dim : nullptr, 1.f};
-    });
-    __syncthreads();
-    uint32_t qa[kChunks][4];
-    {
-        const __half* qs = k_tile + warp * 16 * kStride;
-#pragma unroll
-        for (int c = 0; c < kChunks; c++)
-        {
-            qa[c][0] = load_u32(qs + g * kStride + c * 16 + 2 * t);
-            qa[c][1] = load_u32(qs + (g + 8) * kStride + c * 16 + 2 * t);
-            qa[c][2] = load_u32(qs + g * kStride + c * 16 + 8 + 2 * t);
-            qa[c][3] = load_u32(qs + (g + 8) * kStride + c * 16 + 8 + 2 * t);
-        }
-    }
-    __syncthreads();
-
-    float acc[kDimTiles][4];
-#pragma unroll
-    for (int d = 0; d < kDimTiles; d++) acc[d][0] = acc[d][1] = acc[d][2] = acc[d][3] = 0.f;
-    float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.f, 0.f};  // rows g and g + 8 of this warp
-
-    // Keys past what the block's last query may see are never loaded.
-    const int kv_end = causal ? min(tk, q0 + kPrefillRows + causal_offset) : tk;
-    for (int n0 = 0; n0 < kv_end; n0 += kPrefillKeys)
-    {
-        auto key_row = [&](int r) -> long long { return kv_row(b, n0 + r, tk, block_table, table_stride, block_size); };
-        load_tile_f16<HD, CacheT>(k_tile, head_dim, [&](int r) -> ScaledRow<CacheT> {
-            if (n0 + r >= kv_end) return {nullptr, 0.f};
-            const long long row = key_row(r);
-            return {k + row * kv_stride + (long long)kvh * head_dim, k_scale != nullptr ? k_scale[row * kv_heads + kvh] : 1.f};
-        });
-        load_tile_f16<HD, CacheT>(v_tile, head_dim, [&](int r) -> ScaledRow<CacheT> {
-            if (n0 + r >= kv_end) return {nullptr, 0.f};
-            const long long row = key_row(r);
-            return {v + row * kv_stride + (long long)kvh * head_dim, v_scale != nullptr ? v_scale[row * kv_heads + kvh] : 1.f};
-        });
-        if (threadIdx.x < kPrefillKeys)
-        {
-            const int j = n0 + threadIdx.x;
-            const bool visible = j < kv_end && (key_mask == nullptr || key_mask[(long long)b * tk + j] != 0.f);
-            key_bias[threadIdx.x] = visible ? 0.f : -INFINITY;
-        }
-        __syncthreads();
-
-        // S = Q·Kᵀ for this warp's 16 rows × 64 keys (8 n-tiles).
-        float s[8][4];
-#pragma unroll
-        for (int nt = 0; nt < 8; nt++)
-        {
-            s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
-            const __half* krow = k_tile + (nt * 8 + g) * kStride;
-#pragma unroll
-            for (int c = 0; c < kChunks; c++)
-                mma_m16n8k16_f16_f32(s[nt], qa[c], load_u32(krow + c * 16 + 2 * t), load_u32(krow + c * 16 + 8 + 2 * t));
-        }
-
-        // Scale into the exp2 domain and mask.
-#pragma unroll
-        for (int nt = 0; nt < 8; nt++)
-#pragma unroll
-            for (int e = 0; e < 4; e++)
-            {
-                const int key = nt * 8 + 2 * t + (e & 1);
-                const int row = q0 + warp * 16 + g + 8 * (e >> 1);
-                float x = s[nt][e] * scale_log2 + key_bias[key];
-                if (causal && n0 + key > row + causal_offset) x = -INFINITY;
-                s[nt][e] = x;
-            }
-
-        // Online softmax: rescale what was accumulated by exp2(old max − new max). A quad of 4 lanes shares a row.
-#pragma unroll
-        for (int r = 0; r < 2; r++)
-        {
-            float tile_max = -INFINITY;
-#pragma unroll
-            for (int nt = 0; nt < 8; nt++) tile_max = fmaxf(tile_max, fmaxf(s[nt][2 * r], s[nt][2 * r + 1]));
-            tile_max = fmaxf(tile_max, __shfl_xor_sync(FASTMM_FULL_MASK, tile_max, 1));
-            tile_max = fmaxf(tile_max, __shfl_xor_sync(FASTMM_FULL_MASK, tile_max, 2));
-            const float new_max = fmaxf(row_max[r], tile_max);
-            const float base = new_max == -INFINITY ? 0.f : new_max;  // nothing visible yet: keep exp2 finite
-            const float alpha = exp2f(row_max[r] - base);
-            row_max[r] = new_max;
-            float sum = 0.f;
-#pragma unroll
-            for (int nt = 0; nt < 8; nt++)
-            {
-                s[nt][2 * r] = exp2f(s[nt][2 * r] - base);
-                s[nt][2 * r + 1] = exp2f(s[nt][2 * r + 1] - base);
-                sum += s[nt][2 * r] + s[nt][2 * r + 1];
-            }
-            row_sum[r] = row_sum[r] * alpha + sum;  // per-lane partial; the quad is summed once at the end
-#pragma unroll
-            for (int d = 0; d < kDimTiles; d++) { acc[d][2 * r] *= alpha; acc[d][2 * r + 1] *= alpha; }
-        }
-
-        // O += P·V. The S accumulator layout is the A-fragment layout, so P goes from registers straight to the mma.
-#pragma unroll
-        for (int c = 0; c < kPrefillKeys / 16; c++)
-        {
-            const uint32_t pa[4] = {
-                pack_half2(s[2 * c][0], s[2 * c][1]), pack_half2(s[2 * c][2], s[2 * c][3]),
-                pack_half2(s[2 * c + 1][0], s[2 * c + 1][1]), pack_half2(s[2 * c + 1][2], s[2 * c + 1][3])};
-#pragma unroll
-            for (int dp = 0; dp < HD / 16; dp++)
-            {
-                uint32_t vb[4];
-                ldmatrix_x4_trans(vb, v_tile + (c * 16 + (lane & 15)) * kStride + dp * 16 + (lane >> 4) * 8);
-                mma_m16n8k16_f16_f32(acc[2 * dp], pa, vb[0], vb[1]);
-                mma_m16n8k16_f16_f32(acc[2 * dp + 1], pa, vb[2], vb[3]);
-            }
-        }
-        __syncthreads();
-    }
-
 #pragma unroll
     for (int r = 0; r < 2; r++)
     {
         float sum = row_sum[r];
         sum += __shfl_xor_sync(FASTMM_FULL_MASK, sum, 1);
         sum += __shfl_xor_sync(FASTMM_FULL_MASK, sum, 2);
-        const float inv = sum > 0.f ? 1.f / sum : 0.f;  // no visible key: zeros
+        const float inv = sum > 0.f ? 1.f / sum : 0.f;
         const int i = q0 + warp * 16 + g + 8 * r;
         if (i >= tq) continue;
         float* o = out + (((long long)b * tq + i) * heads + h) * head_dim;
 #pragma unroll
-        for (int d = 0; d < kDimTiles; d++)
+        for (int d = 0; d < HD / 8; d++)
         {
             const int col = d * 8 + 2 * t;
             if (col < head_dim) *reinterpret_cast<float2*>(o + col) = make_float2(acc[d][2 * r] * inv, acc[d][2 * r + 1] * inv);
         }
     }
+}
+
+// Keys a block's queries may see: all of them, or (causal) up to its last query's position.
+__device__ __forceinline__ int visible_keys(int causal, int tk, int q_end, int causal_offset)
+{
+    return causal ? min(tk, q_end + causal_offset) : tk;
+}
+
+__device__ __forceinline__ float key_bias_of(int b, int j, int kv_end, int tk, const float* key_mask)
+{
+    return j < kv_end && (key_mask == nullptr || key_mask[(long long)b * tk + j] != 0.f) ? 0.f : -INFINITY;
+}
+
+// The prefill kernel, over f16 K/V in attention_kv_to_f16's layout: tiles arrive by cp.async behind the math.
+// K of tile n + 1 loads while the block does the softmax and P·V of tile n; V of tile n + 1 while it does S of n + 1.
+// Shared memory (the entry point's, so that both row counts share it): K and V tiles of 64 keys, which also stage
+// the block's Q rows (up to 128) before the key loop, and the tile's key bias.
+template <int HD, int Rows>
+__device__ __forceinline__ void attention_prefill(
+    __half* __restrict__ kv_tiles, float* __restrict__ key_bias,
+    const float* __restrict__ q, int q_stride, const __half* __restrict__ kh, const __half* __restrict__ vh, const float* __restrict__ key_mask,
+    float* __restrict__ out, int tq, int tk, int heads, int kv_heads, int head_dim, float scale, int causal)
+{
+    constexpr int kThreads = Rows * 2;
+    constexpr int kStride = HD + 8, kChunksPerRow = HD / 8, kChunks = kPrefillKeys * kChunksPerRow;  // 16-byte chunks
+    static_assert(kChunks % kThreads == 0 && Rows <= 2 * kPrefillKeys, "whole chunks per thread; Q fits the two tiles");
+    __half* k_tile = kv_tiles;
+    __half* v_tile = kv_tiles + kPrefillKeys * kStride;
+
+    const int q0 = blockIdx.x * Rows, h = blockIdx.y, b = blockIdx.z;
+    const int kvh = h / (heads / kv_heads);
+    const int causal_offset = tk - tq;
+    const float scale_log2 = scale * kLog2e;
+    const long long head_base = ((long long)b * kv_heads + kvh) * tk * HD;  // [B, kv_heads, tk, HD]
+
+    uint32_t qa[HD / 16][4];
+    load_q_fragments<HD, Rows>(qa, kv_tiles, q, q_stride, b, tq, q0, h, head_dim);
+
+    const int kv_end = visible_keys(causal, tk, q0 + Rows, causal_offset);
+    // Rows past kv_end arrive as zeros (their scores are masked; zero V rows keep P·V finite).
+    auto issue_tile = [&](__half* tile, const __half* src, int n0) {
+#pragma unroll
+        for (int i = 0; i < kChunks / kThreads; i++)
+        {
+            const int chunk = threadIdx.x + i * kThreads, r = chunk / kChunksPerRow, c = (chunk % kChunksPerRow) * 8;
+            const bool inside = n0 + r < kv_end;
+            cp_async_16(tile + r * kStride + c, src + head_base + (long long)(inside ? n0 + r : 0) * HD + c, inside ? 16 : 0);
+        }
+        cp_async_commit();
+    };
+
+    float acc[HD / 8][4];
+#pragma unroll
+    for (int d = 0; d < HD / 8; d++) acc[d][0] = acc[d][1] = acc[d][2] = acc[d][3] = 0.f;
+    float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.f, 0.f};
+
+    if (kv_end > 0)
+    {
+        issue_tile(k_tile, kh, 0);
+        issue_tile(v_tile, vh, 0);
+    }
+    for (int n0 = 0; n0 < kv_end; n0 += kPrefillKeys)
+    {
+        const bool more = n0 + kPrefillKeys < kv_end;
+        cp_async_wait<1>();  // this tile's K (its V may still be in flight)
+        if (threadIdx.x < kPrefillKeys) key_bias[threadIdx.x] = key_bias_of(b, n0 + threadIdx.x, kv_end, tk, key_mask);
+        __syncthreads();
+
+        float s[8][4];
+        scores<HD>(s, qa, k_tile);
+        scale_and_mask(s, key_bias, scale_log2, n0, q0, causal, causal_offset);
+        __syncthreads();  // k_tile and key_bias read by every warp
+        if (more) issue_tile(k_tile, kh, n0 + kPrefillKeys);
+
+        online_softmax<HD>(s, row_max, row_sum, acc);
+        if (more) cp_async_wait<1>();  // this tile's V (the next K may still be in flight)
+        else cp_async_wait<0>();
+        __syncthreads();
+        accumulate_pv<HD>(acc, s, v_tile);
+        __syncthreads();  // v_tile read by every warp
+        if (more) issue_tile(v_tile, vh, n0 + kPrefillKeys);
+    }
+    store_rows<HD>(acc, row_sum, out, b, tq, q0, h, heads, head_dim);
 }
 
 // ---------------- decode over the paged cache, split-K ----------------
@@ -343,38 +389,71 @@ __device__ __forceinline__ void attention_decode_paged(
 
 }  // namespace
 
-extern "C" __global__ void __launch_bounds__(kPrefillThreads) attention_prefill_hd64(
-    const float* q, int q_stride, const float* k, const float* v, int kv_stride, const int* block_table, int table_stride,
-    int block_size, const float* key_mask, float* out, int tq, int tk, int heads, int kv_heads, int head_dim, float scale, int causal)
+template <int HD>
+__device__ __forceinline__ void attention_prefill_entry(const float* q, int q_stride, const __half* kh, const __half* vh, const float* key_mask,
+                                                        float* out, int tq, int tk, int heads, int kv_heads, int head_dim, float scale, int causal)
 {
-    attention_prefill<64, float>(q, q_stride, k, v, kv_stride, nullptr, nullptr, block_table, table_stride, block_size, key_mask, out, tq, tk,
-                                heads, kv_heads, head_dim, scale, causal);
+    __shared__ __align__(16) __half kv_tiles[2 * kPrefillKeys * (HD + 8)];
+    __shared__ float key_bias[kPrefillKeys];
+    if (blockDim.x == kPrefillMaxThreads)
+        attention_prefill<HD, 128>(kv_tiles, key_bias, q, q_stride, kh, vh, key_mask, out, tq, tk, heads, kv_heads, head_dim, scale, causal);
+    else
+        attention_prefill<HD, 64>(kv_tiles, key_bias, q, q_stride, kh, vh, key_mask, out, tq, tk, heads, kv_heads, head_dim, scale, causal);
 }
 
-extern "C" __global__ void __launch_bounds__(kPrefillThreads) attention_prefill_hd128(
-    const float* q, int q_stride, const float* k, const float* v, int kv_stride, const int* block_table, int table_stride,
-    int block_size, const float* key_mask, float* out, int tq, int tk, int heads, int kv_heads, int head_dim, float scale, int causal)
+extern "C" __global__ void __launch_bounds__(kPrefillMaxThreads) attention_prefill_hd64(
+    const float* q, int q_stride, const __half* kh, const __half* vh, const float* key_mask, float* out, int tq, int tk, int heads,
+    int kv_heads, int head_dim, float scale, int causal)
 {
-    attention_prefill<128, float>(q, q_stride, k, v, kv_stride, nullptr, nullptr, block_table, table_stride, block_size, key_mask, out, tq, tk,
-                                heads, kv_heads, head_dim, scale, causal);
+    attention_prefill_entry<64>(q, q_stride, kh, vh, key_mask, out, tq, tk, heads, kv_heads, head_dim, scale, causal);
 }
 
-extern "C" __global__ void __launch_bounds__(kPrefillThreads) attention_prefill_int8_hd64(
-    const float* q, int q_stride, const int8_t* k, const int8_t* v, int kv_stride, const float* k_scale,
-    const float* v_scale, const int* block_table, int table_stride,
-    int block_size, const float* key_mask, float* out, int tq, int tk, int heads, int kv_heads, int head_dim, float scale, int causal)
+extern "C" __global__ void __launch_bounds__(kPrefillMaxThreads) attention_prefill_hd128(
+    const float* q, int q_stride, const __half* kh, const __half* vh, const float* key_mask, float* out, int tq, int tk, int heads,
+    int kv_heads, int head_dim, float scale, int causal)
 {
-    attention_prefill<64, int8_t>(q, q_stride, k, v, kv_stride, k_scale, v_scale, block_table, table_stride, block_size, key_mask, out, tq, tk,
-                                heads, kv_heads, head_dim, scale, causal);
+    attention_prefill_entry<128>(q, q_stride, kh, vh, key_mask, out, tq, tk, heads, kv_heads, head_dim, scale, causal);
 }
 
-extern "C" __global__ void __launch_bounds__(kPrefillThreads) attention_prefill_int8_hd128(
-    const float* q, int q_stride, const int8_t* k, const int8_t* v, int kv_stride, const float* k_scale,
-    const float* v_scale, const int* block_table, int table_stride,
-    int block_size, const float* key_mask, float* out, int tq, int tk, int heads, int kv_heads, int head_dim, float scale, int causal)
+// Keys 0..tk−1 of each sequence → kh / vh [B, kv_heads, tk, padded_dim] f16 (columns ≥ head_dim zero), one thread per
+// 4 columns of both. Rows come from dense tensors or the paged pool (kv_row), F32 or int8 with one scale per (row, head).
+template <typename CacheT>
+__device__ __forceinline__ void kv_to_f16(const CacheT* __restrict__ k, const CacheT* __restrict__ v, int kv_stride, const float* __restrict__ k_scale,
+                                          const float* __restrict__ v_scale, const int* __restrict__ block_table, int table_stride, int block_size,
+                                          __half* __restrict__ kh, __half* __restrict__ vh, int batch, int tk, int kv_heads, int head_dim, int padded_dim)
 {
-    attention_prefill<128, int8_t>(q, q_stride, k, v, kv_stride, k_scale, v_scale, block_table, table_stride, block_size, key_mask, out, tq, tk,
-                                heads, kv_heads, head_dim, scale, causal);
+    const int quads = padded_dim / 4;
+    const long long total = (long long)batch * kv_heads * tk * quads;
+    for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < total; e += (long long)gridDim.x * blockDim.x)
+    {
+        const int c = (int)(e % quads) * 4;
+        const long long rest = e / quads;
+        const int j = (int)(rest % tk), h = (int)(rest / tk % kv_heads), b = (int)(rest / tk / kv_heads);
+        float4 kv4 = make_float4(0.f, 0.f, 0.f, 0.f), vv4 = kv4;
+        if (c < head_dim)
+        {
+            const long long row = kv_row(b, j, tk, block_table, table_stride, block_size);
+            const long long src = row * kv_stride + (long long)h * head_dim + c;
+            kv4 = load4(k + src, k_scale != nullptr ? k_scale[row * kv_heads + h] : 1.f);
+            vv4 = load4(v + src, v_scale != nullptr ? v_scale[row * kv_heads + h] : 1.f);
+        }
+        store_half4(kh + e * 4, kv4);
+        store_half4(vh + e * 4, vv4);
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(256) attention_kv_to_f16(
+    const float* k, const float* v, int kv_stride, const int* block_table, int table_stride, int block_size, __half* kh, __half* vh,
+    int batch, int tk, int kv_heads, int head_dim, int padded_dim)
+{
+    kv_to_f16<float>(k, v, kv_stride, nullptr, nullptr, block_table, table_stride, block_size, kh, vh, batch, tk, kv_heads, head_dim, padded_dim);
+}
+
+extern "C" __global__ void __launch_bounds__(256) attention_kv_to_f16_int8(
+    const int8_t* k, const int8_t* v, int kv_stride, const float* k_scale, const float* v_scale, const int* block_table, int table_stride,
+    int block_size, __half* kh, __half* vh, int batch, int tk, int kv_heads, int head_dim, int padded_dim)
+{
+    kv_to_f16<int8_t>(k, v, kv_stride, k_scale, v_scale, block_table, table_stride, block_size, kh, vh, batch, tk, kv_heads, head_dim, padded_dim);
 }
 
 extern "C" __global__ void __launch_bounds__(kDecodeThreads) attention_decode_paged_f32(

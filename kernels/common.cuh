@@ -1,6 +1,6 @@
 // Shared device helpers for the kernels/*.cu families: warp/block reductions, the activation functions of
 // FastMM.Activation (same numbering as the C# enum), and the mma.sync m16n8k16 f16 tile used by the
-// tensor-core kernels. Header only; every .cu file is compiled on its own. The two inline-PTX helpers have a
+// tensor-core kernels. Header only; every .cu file is compiled on its own. The inline-PTX helpers have a
 // FASTMM_CUDA_EMU branch for the CPU emulator (native/cuda-emu), which implements those instructions in C++.
 #pragma once
 
@@ -116,6 +116,55 @@ __device__ __forceinline__ void mma_m16n8k16_f16_f32(float d[4], const uint32_t 
         "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#endif
+}
+
+// Four 8×8 b16 matrices from shared memory; lane i supplies the 16-byte aligned address of row i % 8 of matrix i / 8,
+// and lane 4g + t receives elements (g, 2t..2t+1) of matrix j in r[j]: mma A fragments from a row-major tile, and
+// B fragments from a tile stored n-major ([n][k], as an HF Linear weight).
+__device__ __forceinline__ void ldmatrix_x4(uint32_t r[4], const __half* smem_row)
+{
+#ifdef FASTMM_CUDA_EMU
+    fastmm_emu::ldmatrix_x4(r, smem_row);
+#else
+    const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem_row));
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
+#endif
+}
+
+// ---- asynchronous global → shared copies (cp.async, sm_80+) ----
+// 16 bytes from global `src` to shared `dst` (both 16-byte aligned), of which the first `src_bytes` are read and the
+// rest zero-filled (0: sixteen zero bytes; `src` must still be a valid address). Copies issued by a thread since its
+// last commit form one group; cp_async_wait<N>() returns once at most N of the thread's groups are still in flight.
+// Other threads' copies are visible only after the wait and a barrier.
+__device__ __forceinline__ void cp_async_16(void* dst, const void* src, int src_bytes)
+{
+#ifdef FASTMM_CUDA_EMU
+    fastmm_emu::cp_async(dst, src, 16, src_bytes);
+#else
+    const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(addr), "l"(src), "r"(src_bytes));
+#endif
+}
+
+__device__ __forceinline__ void cp_async_commit()
+{
+#ifdef FASTMM_CUDA_EMU
+    fastmm_emu::cp_async_commit();
+#else
+    asm volatile("cp.async.commit_group;\n" ::);
+#endif
+}
+
+template <int N>
+__device__ __forceinline__ void cp_async_wait()
+{
+#ifdef FASTMM_CUDA_EMU
+    fastmm_emu::cp_async_wait(N);
+#else
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 #endif
 }
 

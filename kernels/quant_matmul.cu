@@ -15,9 +15,10 @@
 //
 // Entry points and launch configuration (K % 32 == 0 for every format except F32):
 //   linear_f32w_gemm     grid (ceil(N/128), ceil(M/128)), block 256; FP32 SIMT tiles (gemm_simt.cuh), any K.
-//   linear_{f16w,q8_0,q4_0,int4g}_gemm   prefill: grid (ceil(N/64), ceil(M/64)), block 128 (2×2 warps of 32×32);
-//                        64×64 output tile, k-step 32 (one quant block): x converted and W dequantized to f16 tiles
-//                        in shared memory, mma.sync m16n8k16 with f32 accumulation, next tile prefetched in registers.
+//   linear_{f16w,q8_0,q4_0,int4g}_gemm   prefill: block 256 → 128×128 output tiles, grid (ceil(N/128), ceil(M/128));
+//                        block 128 → 64×64 tiles, grid (ceil(N/64), ceil(M/64)) (the host takes 128×128 when that grid
+//                        has at least one block per SM). k-step 32 (one quant block): x converted and W dequantized to
+//                        f16 in a two-stage shared-memory pipeline, ldmatrix fragments, mma.sync m16n8k16, f32 accumulation.
 //   linear_{f32w,f16w}_gemv              decode, M ≤ 8: grid ceil(N/4), block 128 (one warp per output row),
 //                        128-bit weight loads, f32 math, warp-shuffle reduction.
 //   quantize_activations_q8_1            x [M, K] → xq int8 [M, K] and xds float2 [M, K/32] (d, d·Σq) per 32-block;
@@ -126,96 +127,143 @@ struct WeightInt4Group
 };
 
 // ---------------- tensor-core GEMM (prefill) ----------------
+// One code path, two tile shapes: 128×128 per block (8 warps of 64×32) where such a grid fills the GPU, 64×64
+// (4 warps of 32×32) where it would leave SMs idle; the host picks one by the block size it launches with.
+// Per k-step of 32 (one quant block) each thread loads 4 float4 of x and dequantizes 16 weights into registers while
+// the block multiplies the other shared-memory stage, then stores them (x converted to f16): two stages, one barrier
+// per k-step. Fragments come from shared memory through ldmatrix (rows of 80 bytes: conflict-free).
 
-constexpr int kTcTile = 64, kTcStep = 32, kTcThreads = 128, kTcStride = kTcStep + 8;  // +8 halves: conflict-free fragments
+constexpr int kTcStep = 32, kTcStride = kTcStep + 8;
+constexpr int kTcLargeThreads = 256;  // any other block size (the host uses 128) takes the 64×64 tiles
+constexpr int kTcSmemHalves = 2 * (128 + 128) * kTcStride;  // two stages of the large tile's x and w: 40 KB
+
+template <int BM, int BN, int WarpsM, int WarpsN, typename Weight>
+__device__ __forceinline__ void linear_tc_tiles(__half* __restrict__ smem, const float* __restrict__ x, Weight weight,
+                                                const float* __restrict__ bias, float* __restrict__ y, int M, int N, int K, int act)
+{
+    constexpr int kThreads = WarpsM * WarpsN * FASTMM_WARP;
+    constexpr int kWarpM = BM / WarpsM, kWarpN = BN / WarpsN;
+    constexpr int kMTiles = kWarpM / 16, kNTiles = kWarpN / 8;
+    constexpr int kXVecs = BM * kTcStep / 4 / kThreads;   // float4 of x per thread per k-step
+    constexpr int kWParts = BN * 2 / kThreads;            // 16-weight halves of a block row per thread per k-step
+    constexpr int kStageHalves = (BM + BN) * kTcStride;
+    static_assert(kXVecs >= 1 && kWParts >= 1 && kNTiles % 2 == 0 && 2 * kStageHalves <= kTcSmemHalves, "tile shape");
+
+    const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
+    const int warp = threadIdx.x / FASTMM_WARP, lane = threadIdx.x % FASTMM_WARP, g = lane / 4, t = lane % 4;
+    const int wm = warp / WarpsN, wn = warp % WarpsN;
+
+    float4 x_next[kXVecs];
+    uint32_t w_next[kWParts][8];
+    auto fetch = [&](int k0) {
+#pragma unroll
+        for (int i = 0; i < kXVecs; i++)
+        {
+            const int e = threadIdx.x + i * kThreads, r = e / (kTcStep / 4), c = (e % (kTcStep / 4)) * 4;
+            x_next[i] = m0 + r < M ? *reinterpret_cast<const float4*>(x + (long long)(m0 + r) * K + k0 + c) : make_float4(0.f, 0.f, 0.f, 0.f);
+        }
+#pragma unroll
+        for (int p = 0; p < kWParts; p++)
+        {
+            const int e = threadIdx.x + p * kThreads, row = e / 2;
+            if (n0 + row < N) weight.dequant16(n0 + row, k0, e % 2, w_next[p]);
+            else
+#pragma unroll
+                for (int i = 0; i < 8; i++) w_next[p][i] = 0u;
+        }
+    };
+    auto stash = [&](int stage) {
+        __half* xs = smem + stage * kStageHalves;
+        __half* ws = xs + BM * kTcStride;
+#pragma unroll
+        for (int i = 0; i < kXVecs; i++)
+        {
+            const int e = threadIdx.x + i * kThreads, r = e / (kTcStep / 4), c = (e % (kTcStep / 4)) * 4;
+            store_half4(xs + r * kTcStride + c, x_next[i]);
+        }
+#pragma unroll
+        for (int p = 0; p < kWParts; p++)
+        {
+            const int e = threadIdx.x + p * kThreads;
+            uint4* dst = reinterpret_cast<uint4*>(ws + (e / 2) * kTcStride + 16 * (e % 2));
+            dst[0] = make_uint4(w_next[p][0], w_next[p][1], w_next[p][2], w_next[p][3]);
+            dst[1] = make_uint4(w_next[p][4], w_next[p][5], w_next[p][6], w_next[p][7]);
+        }
+    };
+
+    float acc[kMTiles][kNTiles][4];
+#pragma unroll
+    for (int i = 0; i < kMTiles; i++)
+#pragma unroll
+        for (int j = 0; j < kNTiles; j++) acc[i][j][0] = acc[i][j][1] = acc[i][j][2] = acc[i][j][3] = 0.f;
+
+    // ldmatrix row addresses: A matrices (rows 0–7 | 8–15) × (k 0–7 | 8–15) in lane order 0–7, 8–15, 16–23, 24–31;
+    // B matrices n 0–7 (k 0–7, 8–15), then n 8–15 (k 0–7, 8–15): b0/b1 of two n-tiles.
+    const int a_row = wm * kWarpM + lane % 16, a_col = (lane / 16) * 8;
+    const int b_row = wn * kWarpN + (lane / 16) * 8 + lane % 8, b_col = ((lane / 8) % 2) * 8;
+
+    fetch(0);
+    stash(0);
+    __syncthreads();
+    int stage = 0;
+    for (int k0 = 0; k0 < K; k0 += kTcStep)
+    {
+        const bool more = k0 + kTcStep < K;
+        if (more) fetch(k0 + kTcStep);  // in flight while this stage is multiplied
+        const __half* xs = smem + stage * kStageHalves;
+        const __half* ws = xs + BM * kTcStride;
+#pragma unroll
+        for (int kc = 0; kc < kTcStep; kc += 16)
+        {
+            uint32_t a[kMTiles][4];
+#pragma unroll
+            for (int mt = 0; mt < kMTiles; mt++) ldmatrix_x4(a[mt], xs + (a_row + mt * 16) * kTcStride + kc + a_col);
+#pragma unroll
+            for (int np = 0; np < kNTiles / 2; np++)
+            {
+                uint32_t b[4];
+                ldmatrix_x4(b, ws + (b_row + np * 16) * kTcStride + kc + b_col);
+#pragma unroll
+                for (int mt = 0; mt < kMTiles; mt++)
+                {
+                    mma_m16n8k16_f16_f32(acc[mt][2 * np], a[mt], b[0], b[1]);
+                    mma_m16n8k16_f16_f32(acc[mt][2 * np + 1], a[mt], b[2], b[3]);
+                }
+            }
+        }
+        if (more) stash(stage ^ 1);  // the other stage: everyone finished reading it before the last barrier
+        __syncthreads();
+        stage ^= 1;
+    }
+
+    const bool pairs = N % 2 == 0;  // two adjacent outputs as one 8-byte store
+#pragma unroll
+    for (int mt = 0; mt < kMTiles; mt++)
+#pragma unroll
+        for (int nt = 0; nt < kNTiles; nt++)
+#pragma unroll
+            for (int h = 0; h < 2; h++)
+            {
+                const int m = m0 + wm * kWarpM + mt * 16 + g + 8 * h, n = n0 + wn * kWarpN + nt * 8 + 2 * t;
+                if (m >= M || n >= N) continue;
+                float* out = y + (long long)m * N + n;
+                const float v0 = epilogue_value(acc[mt][nt][2 * h], bias, n, act);
+                if (pairs) *reinterpret_cast<float2*>(out) = make_float2(v0, epilogue_value(acc[mt][nt][2 * h + 1], bias, n + 1, act));
+                else
+                {
+                    out[0] = v0;
+                    if (n + 1 < N) out[1] = epilogue_value(acc[mt][nt][2 * h + 1], bias, n + 1, act);
+                }
+            }
+}
 
 template <typename Weight>
 __device__ __forceinline__ void linear_tensor_core(const float* __restrict__ x, Weight weight, const float* __restrict__ bias,
                                                    float* __restrict__ y, int M, int N, int K, int act)
 {
-    __shared__ __align__(16) __half x_tile[kTcTile * kTcStride];
-    __shared__ __align__(16) __half w_tile[kTcTile * kTcStride];
-
-    const int m0 = blockIdx.y * kTcTile, n0 = blockIdx.x * kTcTile;
-    const int warp = threadIdx.x / FASTMM_WARP, lane = threadIdx.x % FASTMM_WARP, g = lane / 4, t = lane % 4;
-    const int wm = warp / 2, wn = warp % 2;
-
-    // Per k-step each thread moves 4 float4 of x (64×32 floats) and 16 weights (row tid/2, half tid%2 of the block).
-    float4 x_next[4];
-    uint32_t w_next[8];
-    const int w_row = threadIdx.x / 2, w_part = threadIdx.x % 2;
-    auto fetch = [&](int k0) {
-#pragma unroll
-        for (int i = 0; i < 4; i++)
-        {
-            const int e = threadIdx.x + i * kTcThreads, r = e / (kTcStep / 4), c = (e % (kTcStep / 4)) * 4;
-            x_next[i] = m0 + r < M ? *reinterpret_cast<const float4*>(x + (long long)(m0 + r) * K + k0 + c) : make_float4(0.f, 0.f, 0.f, 0.f);
-        }
-        if (n0 + w_row < N) weight.dequant16(n0 + w_row, k0, w_part, w_next);
-        else
-#pragma unroll
-            for (int i = 0; i < 8; i++) w_next[i] = 0u;
-    };
-    auto stash = [&]() {
-#pragma unroll
-        for (int i = 0; i < 4; i++)
-        {
-            const int e = threadIdx.x + i * kTcThreads, r = e / (kTcStep / 4), c = (e % (kTcStep / 4)) * 4;
-            store_half4(x_tile + r * kTcStride + c, x_next[i]);
-        }
-        uint4* dst = reinterpret_cast<uint4*>(w_tile + w_row * kTcStride + 16 * w_part);
-        dst[0] = make_uint4(w_next[0], w_next[1], w_next[2], w_next[3]);
-        dst[1] = make_uint4(w_next[4], w_next[5], w_next[6], w_next[7]);
-    };
-
-    float acc[2][4][4];
-#pragma unroll
-    for (int i = 0; i < 2; i++)
-#pragma unroll
-        for (int j = 0; j < 4; j++) acc[i][j][0] = acc[i][j][1] = acc[i][j][2] = acc[i][j][3] = 0.f;
-
-    fetch(0);
-    for (int k0 = 0; k0 < K; k0 += kTcStep)
-    {
-        stash();
-        __syncthreads();
-        if (k0 + kTcStep < K) fetch(k0 + kTcStep);
-#pragma unroll
-        for (int kc = 0; kc < kTcStep / 16; kc++)
-        {
-            uint32_t a[2][4];
-#pragma unroll
-            for (int mt = 0; mt < 2; mt++)
-            {
-                const __half* base = x_tile + (wm * 32 + mt * 16) * kTcStride + kc * 16;
-                a[mt][0] = *reinterpret_cast<const uint32_t*>(base + g * kTcStride + 2 * t);
-                a[mt][1] = *reinterpret_cast<const uint32_t*>(base + (g + 8) * kTcStride + 2 * t);
-                a[mt][2] = *reinterpret_cast<const uint32_t*>(base + g * kTcStride + 8 + 2 * t);
-                a[mt][3] = *reinterpret_cast<const uint32_t*>(base + (g + 8) * kTcStride + 8 + 2 * t);
-            }
-#pragma unroll
-            for (int nt = 0; nt < 4; nt++)
-            {
-                const __half* brow = w_tile + (wn * 32 + nt * 8 + g) * kTcStride + kc * 16;
-                const uint32_t b0 = *reinterpret_cast<const uint32_t*>(brow + 2 * t);
-                const uint32_t b1 = *reinterpret_cast<const uint32_t*>(brow + 8 + 2 * t);
-#pragma unroll
-                for (int mt = 0; mt < 2; mt++) mma_m16n8k16_f16_f32(acc[mt][nt], a[mt], b0, b1);
-            }
-        }
-        __syncthreads();
-    }
-
-#pragma unroll
-    for (int mt = 0; mt < 2; mt++)
-#pragma unroll
-        for (int nt = 0; nt < 4; nt++)
-#pragma unroll
-            for (int e = 0; e < 4; e++)
-            {
-                const int m = m0 + wm * 32 + mt * 16 + g + 8 * (e >> 1), n = n0 + wn * 32 + nt * 8 + 2 * t + (e & 1);
-                if (m < M && n < N) y[(long long)m * N + n] = epilogue_value(acc[mt][nt][e], bias, n, act);
-            }
+    __shared__ __align__(16) __half smem[kTcSmemHalves];
+    if (blockDim.x == kTcLargeThreads) linear_tc_tiles<128, 128, 2, 4>(smem, x, weight, bias, y, M, N, K, act);
+    else linear_tc_tiles<64, 64, 2, 2>(smem, x, weight, bias, y, M, N, K, act);
 }
 
 // ---------------- GEMV (decode), float activations ----------------
@@ -333,25 +381,25 @@ extern "C" __global__ void __launch_bounds__(gemm_simt::kThreads) linear_f32w_ge
                    [&](int m, int n, float v) { y[(long long)m * N + n] = epilogue_value(v, bias, n, act); });
 }
 
-extern "C" __global__ void __launch_bounds__(kTcThreads) linear_f16w_gemm(
+extern "C" __global__ void __launch_bounds__(kTcLargeThreads) linear_f16w_gemm(
     const float* x, const __half* w, const float* bias, float* y, int M, int N, int K, int act)
 {
     linear_tensor_core(x, WeightF16{w, K}, bias, y, M, N, K, act);
 }
 
-extern "C" __global__ void __launch_bounds__(kTcThreads) linear_q8_0_gemm(
+extern "C" __global__ void __launch_bounds__(kTcLargeThreads) linear_q8_0_gemm(
     const float* x, const uint8_t* w, const float* bias, float* y, int M, int N, int K, int act)
 {
     linear_tensor_core(x, WeightQ8_0{w, K}, bias, y, M, N, K, act);
 }
 
-extern "C" __global__ void __launch_bounds__(kTcThreads) linear_q4_0_gemm(
+extern "C" __global__ void __launch_bounds__(kTcLargeThreads) linear_q4_0_gemm(
     const float* x, const uint8_t* w, const float* bias, float* y, int M, int N, int K, int act)
 {
     linear_tensor_core(x, WeightQ4_0{w, K}, bias, y, M, N, K, act);
 }
 
-extern "C" __global__ void __launch_bounds__(kTcThreads) linear_int4g_gemm(
+extern "C" __global__ void __launch_bounds__(kTcLargeThreads) linear_int4g_gemm(
     const float* x, const uint8_t* w, const __half2* scale_min, int group, const float* bias, float* y, int M, int N, int K, int act)
 {
     linear_tensor_core(x, WeightInt4Group{w, scale_min, K, group}, bias, y, M, N, K, act);

@@ -11,6 +11,8 @@
 #       3. every kernels/*.cu entry point against PyTorch, with timings (tools/cuda-check/check_kernels.py --bench)
 #       4. fastmm bench of SmolVLM-256M-shaped random weights at F16, Q8_0 and Q4_0 on cuda (decode steps as CUDA
 #          graphs), Q4_0 on cuda:eager (op by op) and Q8_0 on ilgpu:cuda, and of SigLIP-B/16-512 at F16 on cuda
+#    (DEVICE_CHECK_DECODE_PROFILE=1 / DEVICE_CHECK_IMAGE_PROFILE=1 add Nsight Compute's time per kernel of a decode step /
+#    an image encode; DEVICE_CHECK_NCU=1 the GEMV's speed-of-light sections)
 #    and prints one table. Each step has a time limit; logs are packed into $OUT/device-logs.tar.gz (or
 #    build/device-out). Exit status 1 when a check failed.
 set -uo pipefail
@@ -118,7 +120,14 @@ if [ "${DEVICE_CHECK_DECODE_PROFILE:-0}" = 1 ] && [ -n "$ncu_bin" ]; then
   run "ncu decode step" 120 ncu-decode.txt "$ncu_bin" --clock-control none --csv --page raw --metrics gpu__time_duration.sum,launch__grid_size \
     --log-file "$out/ncu-decode.csv" "$fastmm" bench --backend cuda:eager --model "$models/smol" --quant-text q4_0 --quant-vision f16 \
     --runs 1 --batch 1 --prompt-tokens 8 --decode-tokens 3
-  python3 tools/cuda-check/decode_profile.py "$out/ncu-decode.csv" | tee "$out/decode-profile.txt"
+  python3 tools/cuda-check/kernel_profile.py decode "$out/ncu-decode.csv" | tee "$out/decode-profile.txt"
+fi
+# With DEVICE_CHECK_IMAGE_PROFILE=1: every kernel of one SigLIP-B/16-512 image encode (F16, batch 1, cuda:eager) timed by
+# Nsight Compute, summed per kernel; against the encode's wall time in the bench below, the rest is host and launch gaps.
+if [ "${DEVICE_CHECK_IMAGE_PROFILE:-0}" = 1 ] && [ -n "$ncu_bin" ]; then
+  run "ncu image encode" 120 ncu-image.txt "$ncu_bin" --clock-control none --csv --page raw --metrics gpu__time_duration.sum,launch__grid_size \
+    --log-file "$out/ncu-image.csv" "$fastmm" bench --backend cuda:eager --model "$models/siglip" --quant f16 --runs 1 --batch 1
+  python3 tools/cuda-check/kernel_profile.py image "$out/ncu-image.csv" | tee "$out/image-profile.txt"
 fi
 for q in f16 q8_0 q4_0; do
   run "bench smolvlm-256m $q cuda" 150 "bench-$q.txt" "$fastmm" bench --backend cuda --model "$models/smol" --quant-text "$q" --quant-vision f16 --runs 5 --json "$out/bench-$q.json"
@@ -134,6 +143,7 @@ echo "| check | result |"
 echo "|---|---|"
 for k in "${!status[@]}"; do echo "| $k | ${status[$k]} |"; done | sort
 grep -hE '^bench ' "$out/kernels.txt" 2>/dev/null | sed 's/^/  /'
+for f in "$out"/decode-profile.txt "$out"/image-profile.txt; do [ -f "$f" ] && head -n 12 "$f" | sed "s/^/  [$(basename "$f" .txt)] /"; done
 for f in "$out"/bench-*.txt; do grep -hiE 'decode_tok|steps|host|bound|bandwidth|ttft|prefill|encode' "$f" 2>/dev/null | sed "s/^/  [$(basename "$f" .txt)] /"; done
 for k in "${!status[@]}"; do [ "${status[$k]:0:2}" = "ok" ] || exit 1; done
 exit 0

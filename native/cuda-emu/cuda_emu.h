@@ -208,6 +208,15 @@ inline size_t __cvta_generic_to_shared(const void* p) { return (size_t)p; }
 namespace fastmm_emu {
 /// mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 with the fragment layout of the PTX ISA (lane = 4g + t).
 void mma_m16n8k16_f16_f32(float d[4], const uint32_t a[4], uint32_t b0, uint32_t b1);
+/// cp.async.cg.shared.global [dst], [src], bytes, src_bytes: the destination is poisoned (0xff bytes: NaN as f16 and f32)
+/// at issue and written when a cp_async_wait lets the copy's group complete, so reading it too early shows.
+void cp_async(void* dst, const void* src, int bytes, int src_bytes);
+/// cp.async.commit_group
+void cp_async_commit();
+/// cp.async.wait_group n: complete this thread's groups until at most n are in flight.
+void cp_async_wait(int n);
+/// ldmatrix.sync.aligned.m8n8.x4.shared.b16: lane i gives the (16-byte aligned) address of row i % 8 of matrix i / 8.
+void ldmatrix_x4(uint32_t r[4], const void* row_address);
 /// ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16: lane i gives the address of row i % 8 of matrix i / 8.
 void ldmatrix_x4_trans(uint32_t r[4], const void* row_address);
 }  // namespace fastmm_emu

@@ -320,16 +320,44 @@ API CUresult cuMemFree_v2(uint64_t address)
     return kSuccess;
 }
 
-API CUresult cuMemAllocAsync(uint64_t* address, size_t bytes, void* stream)
-{
-    if (stream_of(stream)->capture != nullptr) return kCaptureUnsupported;
-    return cuMemAlloc_v2(address, bytes);
-}
 
 API CUresult cuMemFreeAsync(uint64_t address, void* stream)
 {
     if (stream_of(stream)->capture != nullptr) return kCaptureUnsupported;
     return cuMemFree_v2(address);
+}
+
+// Memory pools: one stand-in pool object per cuMemPoolCreate; allocations come from the common device map. The
+// attributes are checked (FastMM sets the release threshold) but change nothing here.
+namespace { struct EmuPool { uint64_t release_threshold = 0; }; }
+
+API CUresult cuMemPoolCreate(void** pool, const void* props)
+{
+    if (pool == nullptr || props == nullptr) return kInvalidValue;
+    *pool = new EmuPool();
+    return kSuccess;
+}
+
+API CUresult cuMemPoolDestroy(void* pool)
+{
+    if (pool == nullptr) return kInvalidValue;
+    delete static_cast<EmuPool*>(pool);
+    return kSuccess;
+}
+
+API CUresult cuMemPoolSetAttribute(void* pool, int attribute, void* value)
+{
+    constexpr int kReleaseThreshold = 4;  // CU_MEMPOOL_ATTR_RELEASE_THRESHOLD, a cuuint64_t
+    if (pool == nullptr || value == nullptr || attribute != kReleaseThreshold) return kInvalidValue;
+    static_cast<EmuPool*>(pool)->release_threshold = *static_cast<uint64_t*>(value);
+    return kSuccess;
+}
+
+API CUresult cuMemAllocFromPoolAsync(uint64_t* address, size_t bytes, void* pool, void* stream)
+{
+    if (pool == nullptr) return kInvalidValue;
+    if (stream_of(stream)->capture != nullptr) return kCaptureUnsupported;
+    return cuMemAlloc_v2(address, bytes);
 }
 
 API CUresult cuMemAllocHost_v2(void** p, size_t bytes)

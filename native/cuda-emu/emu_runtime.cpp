@@ -7,6 +7,8 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstring>
+#include <deque>
 #include <cstdlib>
 #include <map>
 #include <memory>
@@ -92,11 +94,21 @@ constexpr int kScratchWords = 8;  // per lane, for the warp operations
 
 enum class State : uint8_t { Ready, WaitBlock, WaitWarp, Done };
 
+/// One cp.async in flight: done when a wait lets its group complete (the source is read then, as a GPU may).
+struct AsyncCopy
+{
+    void* dst;
+    const void* src;
+    int bytes, src_bytes;
+};
+
 struct Fiber
 {
     ThreadContext context;
     void* sp;
     State state;
+    std::vector<AsyncCopy> open_group;              // issued since the last commit
+    std::deque<std::vector<AsyncCopy>> committed;   // oldest first
 };
 
 /// A thread's stack: mapped once per OS thread and reused, with a guard page below it.
@@ -121,6 +133,7 @@ struct BlockRun
     std::vector<uint64_t> scratch;  // warps × 32 lanes × kScratchWords
     const KernelEntry* kernel = nullptr;
     void** params = nullptr;
+    std::string fault;  // the first illegal operation a thread attempted (the launch fails with it, as a GPU's would)
 };
 
 /// Threads run from the highest index down instead of from 0 up: a kernel that reads what another thread wrote
@@ -238,12 +251,67 @@ void mma_m16n8k16_f16_f32(float d[4], const uint32_t a[4], uint32_t b0, uint32_t
     for (int e = 0; e < 4; e++) d[e] = out[e];
 }
 
+namespace {
+/// Lane's row address for ldmatrix, which a GPU requires to be 16-byte aligned (else the launch faults).
+void share_matrix_row(const void* row_address, const char* instruction)
+{
+    if (reinterpret_cast<uintptr_t>(row_address) % 16 != 0 && run->fault.empty())
+        run->fault = std::string(instruction) + ": lane " + std::to_string(current->lane) + " gave a row address that is not 16-byte aligned";
+    warp_scratch()[current->lane * kScratchWords] = reinterpret_cast<uint64_t>(row_address);
+    sync_warp();
+}
+}  // namespace
+
+void cp_async(void* dst, const void* src, int bytes, int src_bytes)
+{
+    if ((reinterpret_cast<uintptr_t>(dst) % bytes != 0 || reinterpret_cast<uintptr_t>(src) % bytes != 0 || src_bytes < 0 || src_bytes > bytes) &&
+        run->fault.empty())
+        run->fault = "cp.async: thread " + std::to_string(current->thread_idx.x) + " copies " + std::to_string(bytes) +
+                     " bytes between addresses not aligned to them (or reads " + std::to_string(src_bytes) + " of them)";
+    std::memset(dst, 0xff, bytes);
+    running->open_group.push_back(AsyncCopy{dst, src, bytes, src_bytes});
+}
+
+void cp_async_commit()
+{
+    running->committed.push_back(std::move(running->open_group));
+    running->open_group.clear();
+}
+
+void cp_async_wait(int n)
+{
+    while ((int)running->committed.size() > n)
+    {
+        for (const AsyncCopy& c : running->committed.front())
+        {
+            std::memcpy(c.dst, c.src, c.src_bytes);
+            std::memset(static_cast<char*>(c.dst) + c.src_bytes, 0, c.bytes - c.src_bytes);
+        }
+        running->committed.pop_front();
+    }
+}
+
+void ldmatrix_x4(uint32_t r[4], const void* row_address)
+{
+    uint64_t* s = warp_scratch();
+    share_matrix_row(row_address, "ldmatrix.x4");
+    // Lane 4g + t receives elements (row g, cols 2t and 2t + 1) of matrix j.
+    const int g = current->lane / 4, t = current->lane % 4;
+    uint32_t out[4];
+    for (int j = 0; j < 4; j++)
+    {
+        const auto* row = reinterpret_cast<const uint16_t*>(s[(j * 8 + g) * kScratchWords]);
+        out[j] = (uint32_t)row[2 * t] | ((uint32_t)row[2 * t + 1] << 16);
+    }
+    sync_warp();
+    for (int j = 0; j < 4; j++) r[j] = out[j];
+}
+
 void ldmatrix_x4_trans(uint32_t r[4], const void* row_address)
 {
     uint64_t* s = warp_scratch();
     const int lane = current->lane;
-    s[lane * kScratchWords] = reinterpret_cast<uint64_t>(row_address);
-    sync_warp();
+    share_matrix_row(row_address, "ldmatrix.x4.trans");
     // Transposed: lane 4g + t receives elements (row 2t, col g) and (row 2t + 1, col g) of matrix j.
     const int g = lane / 4, t = lane % 4;
     uint32_t out[4];
@@ -287,22 +355,42 @@ std::string run_grid(const KernelEntry& kernel, dim3 grid, dim3 block, void** pa
                     f.context.warp = i / 32;
                     f.context.lane = i % 32;
                     f.state = State::Ready;
+                    f.open_group.clear();
+                    f.committed.clear();
                     f.sp = new_fiber_stack(stack_top(i));
                 }
                 int done = 0;
                 while (done < threads)
                 {
+                    // Warp by warp: each warp runs until all its threads wait at __syncthreads or have exited,
+                    // before the next warp starts (a legal GPU schedule, and the one in which a missing barrier
+                    // between two warps' accesses shows: one warp's whole phase lands before the other's).
                     bool ran = false;
                     const bool reverse = reverse_order.load(std::memory_order_relaxed) != 0;
-                    for (int k = 0; k < threads; k++)
+                    for (int wi = 0; wi < warps; wi++)
                     {
-                        Fiber& f = b.fibers[reverse ? threads - 1 - k : k];
-                        if (f.state != State::Ready) continue;
-                        ran = true;
-                        running = &f;
-                        current = &f.context;
-                        fastmm_emu_switch(&b.scheduler_sp, f.sp);
-                        if (f.state == State::Done) done++;
+                        const int w = reverse ? warps - 1 - wi : wi;
+                        const int first = w * 32, count = std::min(32, threads - first);
+                        for (bool warp_ran = true; warp_ran;)
+                        {
+                            warp_ran = false;
+                            for (int k = 0; k < count; k++)
+                            {
+                                Fiber& f = b.fibers[first + (reverse ? count - 1 - k : k)];
+                                if (f.state != State::Ready) continue;
+                                ran = warp_ran = true;
+                                running = &f;
+                                current = &f.context;
+                                fastmm_emu_switch(&b.scheduler_sp, f.sp);
+                                if (f.state == State::Done) done++;
+                            }
+                        }
+                    }
+                    if (!b.fault.empty())
+                    {
+                        run = nullptr;
+                        return b.fault + " (" + kernel.name + " block (" + std::to_string(bx) + ", " + std::to_string(by) + ", " +
+                               std::to_string(bz) + "))";
                     }
                     if (!ran && done < threads)
                     {

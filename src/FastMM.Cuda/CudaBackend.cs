@@ -363,13 +363,19 @@ public sealed unsafe partial class CudaBackend : IBackend, IDeviceBandwidth, IDe
                 break;
             case CudaWeightFormat.F16:
                 if (gemv) Launch(K.LinearF16Gemv, Ceil(n, GemvRowsPerBlock), 128, P(xp), P(wp), P(bp), P(yp), m, n, k, a);
-                else Launch(K.LinearF16Gemm, new Dim3((uint)Ceil(n, 64), (uint)Ceil(m, 64)), 128, P(xp), P(wp), P(bp), P(yp), m, n, k, a);
+                else
+                {
+                    var (grid, threads) = TensorCoreTiles(m, n);
+                    Launch(K.LinearF16Gemm, grid, threads, P(xp), P(wp), P(bp), P(yp), m, n, k, a);
+                }
                 break;
             case CudaWeightFormat.Q8_0 or CudaWeightFormat.Q4_0 or CudaWeightFormat.Int4Group when !gemv:
-                var tile = new Dim3((uint)Ceil(n, 64), (uint)Ceil(m, 64));
-                if (lw.Format == CudaWeightFormat.Int4Group)
-                    Launch(K.LinearInt4GroupGemm, tile, 128, P(xp), P(wp), P(Ptr(lw.ScaleMin)), lw.Group, P(bp), P(yp), m, n, k, a);
-                else Launch(lw.Format == CudaWeightFormat.Q8_0 ? K.LinearQ8_0Gemm : K.LinearQ4_0Gemm, tile, 128, P(xp), P(wp), P(bp), P(yp), m, n, k, a);
+                {
+                    var (grid, threads) = TensorCoreTiles(m, n);
+                    if (lw.Format == CudaWeightFormat.Int4Group)
+                        Launch(K.LinearInt4GroupGemm, grid, threads, P(xp), P(wp), P(Ptr(lw.ScaleMin)), lw.Group, P(bp), P(yp), m, n, k, a);
+                    else Launch(lw.Format == CudaWeightFormat.Q8_0 ? K.LinearQ8_0Gemm : K.LinearQ4_0Gemm, grid, threads, P(xp), P(wp), P(bp), P(yp), m, n, k, a);
+                }
                 break;
             default:
                 // Decode: int8 activations per 32-block, then a dp4a GEMV.
@@ -387,6 +393,18 @@ public sealed unsafe partial class CudaBackend : IBackend, IDeviceBandwidth, IDe
         }
         return y;
     }
+
+    /// <summary>
+    /// Launch shape of the tensor-core GEMMs (kernels/quant_matmul.cu): 128×128 output tiles (256 threads) when that
+    /// grid has at least one block per SM, else 64×64 tiles (128 threads), which keep more SMs busy on small products
+    /// (SigLIP-B/16-512's 1024×768 outputs: 48 blocks of 128×128 against 192 of 64×64 on 132 SMs).
+    /// </summary>
+    internal static (Dim3 Grid, int Threads) TensorCoreTiles(int m, int n, int multiprocessors)
+        => (long)Ceil(m, 128) * Ceil(n, 128) >= multiprocessors
+            ? (new Dim3((uint)Ceil(n, 128), (uint)Ceil(m, 128)), 256)
+            : (new Dim3((uint)Ceil(n, 64), (uint)Ceil(m, 64)), 128);
+
+    private (Dim3 Grid, int Threads) TensorCoreTiles(int m, int n) => TensorCoreTiles(m, n, _context.Multiprocessors);
 
     public Tensor MatMulTransposed(Tensor a, Tensor b)
     {
@@ -453,27 +471,53 @@ public sealed unsafe partial class CudaBackend : IBackend, IDeviceBandwidth, IDe
 
     // ---------------- attention ----------------
 
-    private static string PrefillKernel(int headDim, string op, bool int8 = false)
+    private static void CheckHeadDim(int headDim, string op)
     {
         if (headDim % 4 != 0 || headDim > MaxHeadDim)
             throw new NotSupportedException($"{op} on CUDA: head size {headDim} (the kernels take multiples of 4 up to {MaxHeadDim})");
-        return (headDim <= 64, int8) switch
-        {
-            (true, false) => K.AttentionPrefillHd64,
-            (false, false) => K.AttentionPrefillHd128,
-            (true, true) => K.AttentionPrefillInt8Hd64,
-            (false, true) => K.AttentionPrefillInt8Hd128,
-        };
     }
+
+    /// <summary>Where K and V rows are: dense (no block table: row b·tk + j) or the paged pool; int8 rows come with scales.</summary>
+    private readonly record struct KvSource(ulong K, ulong V, int Stride, ulong BlockTable = 0, int TableStride = 0, int BlockSize = 1,
+                                            bool Int8 = false, ulong KScale = 0, ulong VScale = 0);
+
+    /// <summary>
+    /// Prefill attention into <paramref name="o"/> [B, tq, heads·head_dim]: K and V are first converted once to f16
+    /// head-major copies, which the prefill kernel then streams with cp.async behind its math (converting per tile
+    /// would redo it for every block of 64 queries). q is F32 rows of stride <paramref name="qStride"/>.
+    /// </summary>
+    private void PrefillAttention(ulong q, int qStride, KvSource kv, Tensor? keyMask, Tensor o, int b, int tq, int tk, int heads, int kvHeads,
+                                  int headDim, float scale, bool causal)
+    {
+        int padded = headDim <= 64 ? 64 : 128;
+        long halves = (long)b * kvHeads * tk * padded;
+        using var kh = NewScratch(halves * 2);
+        using var vh = NewScratch(halves * 2);
+        if (kv.Int8)
+            Launch(K.AttentionKvToF16Int8, ElementwiseBlocks(halves / 4), 256, P(kv.K), P(kv.V), kv.Stride, P(kv.KScale), P(kv.VScale), P(kv.BlockTable),
+                kv.TableStride, kv.BlockSize, P(kh.Pointer), P(vh.Pointer), b, tk, kvHeads, headDim, padded);
+        else
+            Launch(K.AttentionKvToF16, ElementwiseBlocks(halves / 4), 256, P(kv.K), P(kv.V), kv.Stride, P(kv.BlockTable), kv.TableStride, kv.BlockSize,
+                P(kh.Pointer), P(vh.Pointer), b, tk, kvHeads, headDim, padded);
+        int rows = PrefillRowsPerBlock(tq, heads, b, _context.Multiprocessors);
+        Launch(padded == 64 ? K.AttentionPrefillHd64 : K.AttentionPrefillHd128, new Dim3((uint)Ceil(tq, rows), (uint)heads, (uint)b), 2 * rows,
+            P(q), qStride, P(kh.Pointer), P(vh.Pointer), P(keyMask is null ? 0 : Ptr(keyMask)), P(Ptr(o)), tq, tk, heads, kvHeads, headDim, scale, causal ? 1 : 0);
+    }
+
+    /// <summary>
+    /// Query rows per block of the prefill attention (kernels/attention.cu): 128 (256 threads), which reads each K/V
+    /// tile once for twice the queries, when that grid still has two blocks per SM; else 64 (SigLIP-B/16-512's 1024
+    /// tokens × 12 heads: 96 blocks of 128 rows would leave a third of an H200's 132 SMs idle).
+    /// </summary>
+    internal static int PrefillRowsPerBlock(int tq, int heads, int batch, int multiprocessors)
+        => (long)Ceil(tq, 128) * heads * batch >= 2L * multiprocessors ? 128 : 64;
 
     public Tensor Attention(Tensor q, Tensor k, Tensor v, int heads, float scale, bool causal, Tensor? keyMask)
     {
         var (b, tq, hd, tk) = BackendArgs.Attention(q, k, v, heads, keyMask);
-        int headDim = hd / heads;
-        string kernel = PrefillKernel(headDim, "Attention");
+        CheckHeadDim(hd / heads, "Attention");
         var o = New(b, tq, hd);
-        Launch(kernel, new Dim3((uint)Ceil(tq, 64), (uint)heads, (uint)b), 128, P(Ptr(q)), hd, P(Ptr(k)), P(Ptr(v)), hd, P(0), 0, 1,
-            P(keyMask is null ? 0 : Ptr(keyMask)), P(Ptr(o)), tq, tk, heads, heads, headDim, scale, causal ? 1 : 0);
+        PrefillAttention(Ptr(q), hd, new KvSource(Ptr(k), Ptr(v), hd), keyMask, o, b, tq, tk, heads, heads, hd / heads, scale, causal);
         return o;
     }
 
@@ -482,12 +526,11 @@ public sealed unsafe partial class CudaBackend : IBackend, IDeviceBandwidth, IDe
         int b = qkv.Dim(0), t = qkv.Dim(1), w3 = qkv.Dim(2);
         if (w3 % 3 != 0 || (w3 / 3) % heads != 0) throw new ArgumentException($"SelfAttention: width {w3} is not 3 x heads ({heads}) x head size");
         if (keyMask is not null && keyMask.Length != (long)b * t) throw new ArgumentException($"SelfAttention: key mask {keyMask} is not [{b}, {t}]");
-        int hd = w3 / 3, headDim = hd / heads;
-        string kernel = PrefillKernel(headDim, "SelfAttention");
+        int hd = w3 / 3;
+        CheckHeadDim(hd / heads, "SelfAttention");
         var o = New(b, t, hd);
         ulong q = Ptr(qkv);
-        Launch(kernel, new Dim3((uint)Ceil(t, 64), (uint)heads, (uint)b), 128, P(q), w3, P(q + (ulong)hd * 4), P(q + (ulong)hd * 8), w3, P(0), 0, 1,
-            P(keyMask is null ? 0 : Ptr(keyMask)), P(Ptr(o)), t, t, heads, heads, headDim, scale, causal ? 1 : 0);
+        PrefillAttention(q, w3, new KvSource(q + (ulong)hd * 4, q + (ulong)hd * 8, w3), keyMask, o, b, t, t, heads, heads, hd / heads, scale, causal);
         return o;
     }
 
@@ -621,7 +664,7 @@ public sealed unsafe partial class CudaBackend : IBackend, IDeviceBandwidth, IDe
         if (qHeads % c.KvHeads != 0) throw new ArgumentException($"Attention: {qHeads} query heads are not a multiple of {c.KvHeads} KV heads");
         CheckBlocks(c, blockTable, tk, "CachedAttention");
         bool int8 = c.Type == KvCacheType.Int8;
-        string prefill = PrefillKernel(d, "CachedAttention", int8);
+        CheckHeadDim(d, "CachedAttention");
         var o = New(rows, qHeads * d);
         // The table goes up padded to a power of two: its length (an argument) then changes rarely as the sequence grows.
         int tableLength = (int)System.Numerics.BitOperations.RoundUpToPowerOf2((uint)Math.Max(1, blockTable.Length));
@@ -632,13 +675,8 @@ public sealed unsafe partial class CudaBackend : IBackend, IDeviceBandwidth, IDe
         ulong k = c.K[layer].Pointer, v = c.V[layer].Pointer;
         if (rows > 1)
         {
-            var grid = new Dim3((uint)Ceil(rows, 64), (uint)qHeads, 1);
-            if (int8)
-                Launch(prefill, grid, 128, P(Ptr(qkv)), width, P(k), P(v), kvw, P(c.KScale(layer)), P(c.VScale(layer)), P(table.Pointer),
-                    tableLength, c.BlockSize, P(0), P(Ptr(o)), rows, tk, qHeads, c.KvHeads, d, scale, 1);
-            else
-                Launch(prefill, grid, 128, P(Ptr(qkv)), width, P(k), P(v), kvw, P(table.Pointer),
-                    tableLength, c.BlockSize, P(0), P(Ptr(o)), rows, tk, qHeads, c.KvHeads, d, scale, 1);
+            PrefillAttention(Ptr(qkv), width, new KvSource(k, v, kvw, table.Pointer, tableLength, c.BlockSize, int8, c.KScale(layer), c.VScale(layer)),
+                null, o, 1, rows, tk, qHeads, c.KvHeads, d, scale, causal: true);
             return o;
         }
 

@@ -16,6 +16,7 @@ public sealed unsafe class CudaContext : IDisposable
     public int Multiprocessors { get; }
     public long TotalMemory { get; }
     public int DriverVersion { get; }
+    private readonly CudaMemoryPool _pool;
 
     private CudaContext(CudaDriver driver, int device)
     {
@@ -35,7 +36,11 @@ public sealed unsafe class CudaContext : IDisposable
         Multiprocessors = sms;
         TotalMemory = (long)total;
         Handle = new PrimaryContextHandle(driver, device);
-        try { MakeCurrent(); }
+        try
+        {
+            MakeCurrent();
+            _pool = new CudaMemoryPool(Handle);
+        }
         catch
         {
             Handle.Dispose();
@@ -60,7 +65,8 @@ public sealed unsafe class CudaContext : IDisposable
     public CudaStream CreateStream() => new(Handle);
     public CudaEvent CreateEvent() => new(Handle);
     public DeviceMemory Allocate(long bytes) => new(Handle, bytes);
-    public StreamMemory AllocateOnStream(CudaStream stream, long bytes) => new(Handle, stream, bytes);
+    /// <summary>Stream-ordered memory from this context's pool, which keeps its peak reserved between synchronisations.</summary>
+    public StreamMemory AllocateOnStream(CudaStream stream, long bytes) => new(Handle, _pool, stream, bytes);
     public PinnedHostMemory AllocatePinned(long bytes) => new(Handle, bytes);
     public CudaModule LoadModule(ReadOnlySpan<byte> image, string name) => new(Handle, image, name);
 
@@ -89,5 +95,9 @@ public sealed unsafe class CudaContext : IDisposable
     public override string ToString()
         => $"{DeviceName} (sm_{ComputeCapability}, {Multiprocessors} SMs, {TotalMemory >> 20} MiB, driver {DriverVersion / 1000}.{DriverVersion % 1000 / 10})";
 
-    public void Dispose() => Handle.Dispose();
+    public void Dispose()
+    {
+        _pool.Dispose();
+        Handle.Dispose();
+    }
 }

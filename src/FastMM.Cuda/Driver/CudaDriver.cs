@@ -71,8 +71,11 @@ public sealed unsafe class CudaDriver
         cuLaunchKernel = (delegate* unmanaged<nint, uint, uint, uint, uint, uint, uint, uint, nint, void**, void**, CuResult>)Bind("cuLaunchKernel");
         cuMemAlloc = (delegate* unmanaged<ulong*, nuint, CuResult>)Bind("cuMemAlloc_v2");
         cuMemFree = (delegate* unmanaged<ulong, CuResult>)Bind("cuMemFree_v2");
-        cuMemAllocAsync = (delegate* unmanaged<ulong*, nuint, nint, CuResult>)Bind("cuMemAllocAsync");
         cuMemFreeAsync = (delegate* unmanaged<ulong, nint, CuResult>)Bind("cuMemFreeAsync");
+        cuMemPoolCreate = (delegate* unmanaged<nint*, CuMemPoolProps*, CuResult>)Bind("cuMemPoolCreate");
+        cuMemPoolDestroy = (delegate* unmanaged<nint, CuResult>)Bind("cuMemPoolDestroy");
+        cuMemPoolSetAttribute = (delegate* unmanaged<nint, CuMemPoolAttribute, void*, CuResult>)Bind("cuMemPoolSetAttribute");
+        cuMemAllocFromPoolAsync = (delegate* unmanaged<ulong*, nuint, nint, nint, CuResult>)Bind("cuMemAllocFromPoolAsync");
         cuMemAllocHost = (delegate* unmanaged<void**, nuint, CuResult>)Bind("cuMemAllocHost_v2");
         cuMemFreeHost = (delegate* unmanaged<void*, CuResult>)Bind("cuMemFreeHost");
         cuMemcpyHtoDAsync = (delegate* unmanaged<ulong, void*, nuint, nint, CuResult>)Bind("cuMemcpyHtoDAsync_v2");
@@ -141,8 +144,11 @@ public sealed unsafe class CudaDriver
     internal readonly delegate* unmanaged<nint, uint, uint, uint, uint, uint, uint, uint, nint, void**, void**, CuResult> cuLaunchKernel;
     internal readonly delegate* unmanaged<ulong*, nuint, CuResult> cuMemAlloc;
     internal readonly delegate* unmanaged<ulong, CuResult> cuMemFree;
-    internal readonly delegate* unmanaged<ulong*, nuint, nint, CuResult> cuMemAllocAsync;
     internal readonly delegate* unmanaged<ulong, nint, CuResult> cuMemFreeAsync;
+    internal readonly delegate* unmanaged<nint*, CuMemPoolProps*, CuResult> cuMemPoolCreate;
+    internal readonly delegate* unmanaged<nint, CuResult> cuMemPoolDestroy;
+    internal readonly delegate* unmanaged<nint, CuMemPoolAttribute, void*, CuResult> cuMemPoolSetAttribute;
+    internal readonly delegate* unmanaged<ulong*, nuint, nint, nint, CuResult> cuMemAllocFromPoolAsync;
     internal readonly delegate* unmanaged<void**, nuint, CuResult> cuMemAllocHost;
     internal readonly delegate* unmanaged<void*, CuResult> cuMemFreeHost;
     internal readonly delegate* unmanaged<ulong, void*, nuint, nint, CuResult> cuMemcpyHtoDAsync;
@@ -161,6 +167,27 @@ public enum CuDeviceAttribute
     MultiprocessorCount = 16,
     ComputeCapabilityMajor = 75,
     ComputeCapabilityMinor = 76,
+}
+
+/// <summary>CUmemPool_attribute values FastMM sets.</summary>
+public enum CuMemPoolAttribute
+{
+    /// <summary>cuuint64_t: bytes the pool keeps reserved across a synchronisation instead of returning them to the OS.</summary>
+    ReleaseThreshold = 4,
+}
+
+/// <summary>
+/// CUmemPoolProps (cuda.h, 88 bytes on 64-bit hosts): pinned device memory on one device, no shareable handles;
+/// the trailing fields (maxSize, usage, reserved) stay zero, which every driver since 11.2 reads as "defaults".
+/// </summary>
+[StructLayout(LayoutKind.Explicit, Size = 88)]
+public struct CuMemPoolProps
+{
+    [FieldOffset(0)] public int AllocationType;     // CU_MEM_ALLOCATION_TYPE_PINNED = 1
+    [FieldOffset(4)] public int HandleTypes;        // CU_MEM_HANDLE_TYPE_NONE = 0
+    [FieldOffset(8)] public int LocationType;       // CU_MEM_LOCATION_TYPE_DEVICE = 1
+    [FieldOffset(12)] public int LocationId;        // the device ordinal
+    [FieldOffset(16)] public nint Win32SecurityAttributes;
 }
 
 /// <summary>CUstreamCaptureMode.</summary>

@@ -78,8 +78,31 @@ public sealed class DeviceMemory : CudaHandle
 }
 
 /// <summary>
-/// Device memory from the stream-ordered pool (cuMemAllocAsync), freed in stream order (cuMemFreeAsync): activations
-/// that live for a few kernels, with no device-wide synchronisation on free.
+/// A stream-ordered memory pool of one device (cuMemPoolCreate) that keeps what it has reserved across
+/// synchronisations. A pool's default release threshold is 0: at every stream or event synchronisation it would
+/// return its free memory to the OS, and the next op's allocations would have to map fresh physical pages, once per
+/// image encode or prompt. FastMM's own pool (not the device's default one, which other CUDA code in the process may
+/// share) holds on to its peak instead, as PyTorch's caching allocator does; destroying it returns everything.
+/// </summary>
+public sealed class CudaMemoryPool : CudaHandle
+{
+    internal unsafe CudaMemoryPool(PrimaryContextHandle context) : base(context)
+    {
+        var props = new CuMemPoolProps { AllocationType = 1, LocationType = 1, LocationId = context.Device };
+        nint pool;
+        Driver.Check(Driver.cuMemPoolCreate(&pool, &props), "cuMemPoolCreate");
+        Own(pool);
+        ulong keepAll = ulong.MaxValue;
+        Driver.Check(Driver.cuMemPoolSetAttribute(pool, CuMemPoolAttribute.ReleaseThreshold, &keepAll), "cuMemPoolSetAttribute(release threshold)");
+    }
+
+    // Allocations still outstanding keep the pool's memory until they are freed (the driver defers the release).
+    private protected override unsafe CuResult Destroy() => Driver.cuMemPoolDestroy(handle);
+}
+
+/// <summary>
+/// Device memory from FastMM's stream-ordered pool (cuMemAllocFromPoolAsync), freed in stream order (cuMemFreeAsync):
+/// activations that live for a few kernels, with no device-wide synchronisation on free.
 /// </summary>
 public sealed class StreamMemory : CudaHandle
 {
@@ -87,12 +110,13 @@ public sealed class StreamMemory : CudaHandle
     public long Bytes { get; }
     public ulong Pointer => (ulong)handle;
 
-    internal unsafe StreamMemory(PrimaryContextHandle context, CudaStream stream, long bytes) : base(context)
+    internal unsafe StreamMemory(PrimaryContextHandle context, CudaMemoryPool pool, CudaStream stream, long bytes) : base(context)
     {
         _stream = stream;
         Bytes = bytes;
         ulong pointer;
-        Driver.Check(Driver.cuMemAllocAsync(&pointer, (nuint)Math.Max(bytes, 1), stream.DangerousGetHandle()), $"cuMemAllocAsync({bytes} bytes)");
+        Driver.Check(Driver.cuMemAllocFromPoolAsync(&pointer, (nuint)Math.Max(bytes, 1), pool.DangerousGetHandle(), stream.DangerousGetHandle()),
+            $"cuMemAllocFromPoolAsync({bytes} bytes)");
         bool added = false;
         stream.DangerousAddRef(ref added);  // the free is ordered on this stream: keep it alive until then
         Own((nint)pointer);

@@ -100,6 +100,36 @@ public class CudaHostTests
 
     private static readonly Regex EntryPoint = new(@"extern\s+""C""\s+__global__\s+void\s+(?:__launch_bounds__\([^)]*\)\s+)?(\w+)\s*\(", RegexOptions.Compiled);
 
+    [Theory]
+    [InlineData(1024, 768, 132, 12, 16, 128)]   // SigLIP-B/16-512 o_proj / fc2: 48 large tiles would idle 84 SMs
+    [InlineData(1024, 3072, 132, 24, 8, 256)]   // fc1: 192 large tiles
+    [InlineData(1024, 2304, 132, 18, 8, 256)]   // fused qkv: 144
+    [InlineData(1024, 768, 46, 6, 8, 256)]      // a smaller GPU fills with the large tiles sooner
+    [InlineData(9, 40, 132, 1, 1, 128)]
+    [InlineData(9, 16891, 132, 132, 1, 256)]    // the conformance suite's large-tile case
+    public void TensorCoreGemmTakesLargeTilesOnlyWhenTheyFillTheGpu(int m, int n, int sms, int gridX, int gridY, int threads)
+    {
+        var (grid, t) = CudaBackend.TensorCoreTiles(m, n, sms);
+        Assert.Equal((gridX, gridY, threads), ((int)grid.X, (int)grid.Y, t));
+    }
+
+    [Theory]
+    [InlineData(4096, 32, 1, 132, 128)]   // the prefill target's shape: 1,024 blocks of 128 rows
+    [InlineData(1024, 12, 1, 132, 64)]    // SigLIP-B/16-512: 96 blocks of 128 rows would idle SMs
+    [InlineData(1024, 12, 8, 132, 128)]   // the same at batch 8
+    [InlineData(512, 9, 1, 132, 64)]      // a SmolLM2-135M prompt
+    public void PrefillAttentionTakes128RowBlocksOnlyWhenTheyFillTheGpu(int tq, int heads, int batch, int sms, int rows)
+        => Assert.Equal(rows, CudaBackend.PrefillRowsPerBlock(tq, heads, batch, sms));
+
+    [Fact]
+    public unsafe void MemoryPoolPropsHaveCudaHsLayout()
+    {
+        // cuMemPoolCreate reads 88 bytes: allocType, handleTypes, location {type, id}, then a pointer at offset 16.
+        Assert.Equal(88, sizeof(CuMemPoolProps));
+        Assert.Equal(16, (int)System.Runtime.InteropServices.Marshal.OffsetOf<CuMemPoolProps>(nameof(CuMemPoolProps.Win32SecurityAttributes)));
+        Assert.Equal(12, (int)System.Runtime.InteropServices.Marshal.OffsetOf<CuMemPoolProps>(nameof(CuMemPoolProps.LocationId)));
+    }
+
     [Fact]
     public void HostNameTableIsExactlyTheKernelEntryPoints()
     {
