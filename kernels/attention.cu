@@ -16,7 +16,7 @@
 //     blocks (one per 64 queries) read ready f16 tiles instead of each converting the whole sequence again.
 //   attention_prefill_hd64 / attention_prefill_hd128 (head_dim ≤ 64 / ≤ 128; Attention, SelfAttention and
 //     CachedAttention with T > 1): block 128 threads → 64 query rows per block, grid (ceil(tq / 64), heads, batch);
-//     block 256 → 128 rows (half the K/V reads per query; the host takes it when that grid has two blocks per SM),
+//     block 256 → 128 rows (half the K/V reads per query; the host takes it when that grid has ≥ 2 blocks per SM),
 //     grid (ceil(tq / 128), heads, batch). 16 query rows per warp; static shared memory 18.4 KB / 34.8 KB. Flash-attention-2 style: Q fragments stay in registers, S = Q·Kᵀ and
 //     O += P·V run on mma.sync m16n8k16 (f16 in, f32 accumulate, ldmatrix fragments) with an online softmax in the
 //     exp2 domain. Tiles of 64 keys of the f16 copies arrive by cp.async: the next tile's K while the block does this

@@ -145,7 +145,7 @@ __device__ __forceinline__ void cp_async_16(void* dst, const void* src, int src_
     fastmm_emu::cp_async(dst, src, 16, src_bytes);
 #else
     const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(addr), "l"(src), "r"(src_bytes));
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(addr), "l"(src), "r"(src_bytes) : "memory");
 #endif
 }
 
@@ -154,7 +154,7 @@ __device__ __forceinline__ void cp_async_commit()
 #ifdef FASTMM_CUDA_EMU
     fastmm_emu::cp_async_commit();
 #else
-    asm volatile("cp.async.commit_group;\n" ::);
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
 #endif
 }
 
@@ -164,7 +164,7 @@ __device__ __forceinline__ void cp_async_wait()
 #ifdef FASTMM_CUDA_EMU
     fastmm_emu::cp_async_wait(N);
 #else
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");  // no shared-memory access moves above the wait
 #endif
 }
 

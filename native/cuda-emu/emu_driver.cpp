@@ -6,6 +6,7 @@
 // touch, and a kernel whose threads deadlock at barriers fails its launch with a message (cuGetErrorString).
 #include "emu_runtime.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -26,6 +27,26 @@ std::string g_last_failure = "the CUDA emulator failed a launch";
 
 // Device allocations (address → bytes) and pinned host allocations.
 std::map<uint64_t, size_t> g_device, g_pinned;
+
+// A device memory size (fastmm_emu_set_memory_limit; 0: none) against which live allocations and what the memory
+// pools hold reserved are counted, so that running out of memory, and a pool's reservation causing it, can be tested.
+uint64_t g_memory_limit = 0, g_live_bytes = 0;
+struct EmuPool
+{
+    uint64_t release_threshold = 0;
+    uint64_t reserved_free = 0;  // freed into the pool and kept (a GPU pool keeps up to its release threshold)
+};
+std::map<uint64_t, EmuPool*> g_pool_of;  // pool allocations → their pool
+std::vector<EmuPool*> g_pools;
+
+uint64_t pools_reserved_free()
+{
+    uint64_t sum = 0;
+    for (EmuPool* p : g_pools) sum += p->reserved_free;
+    return sum;
+}
+
+bool over_limit(size_t bytes) { return g_memory_limit != 0 && g_live_bytes + pools_reserved_free() + bytes > g_memory_limit; }
 
 /// The allocation holding [address, address + bytes), or false.
 bool in_device_memory(uint64_t address, size_t bytes)
@@ -299,49 +320,85 @@ API CUresult cuLaunchKernel(void* function, unsigned gx, unsigned gy, unsigned g
     return enqueue(stream, std::move(n));
 }
 
-API CUresult cuMemAlloc_v2(uint64_t* address, size_t bytes)
+namespace {
+/// A fresh allocation of `bytes`, `reused` of which come out of a pool's reservation (not counted again).
+CUresult allocate(uint64_t* address, size_t bytes, EmuPool* pool, uint64_t reused)
 {
-    LOCKED;
     if (bytes == 0) return kInvalidValue;
+    if (over_limit(bytes - reused)) return kOutOfMemory;
     void* p = std::aligned_alloc(256, (bytes + 255) & ~size_t{255});
     if (p == nullptr) return kOutOfMemory;
     *address = reinterpret_cast<uint64_t>(p);
     g_device[*address] = bytes;
+    g_live_bytes += bytes;
+    if (pool != nullptr)
+    {
+        pool->reserved_free -= reused;
+        g_pool_of[*address] = pool;
+    }
     return kSuccess;
+}
+
+CUresult release(uint64_t address)
+{
+    auto it = g_device.find(address);
+    if (it == g_device.end()) return kInvalidValue;
+    g_live_bytes -= it->second;
+    auto pool = g_pool_of.find(address);
+    if (pool != g_pool_of.end())
+    {
+        EmuPool* owner = pool->second;
+        owner->reserved_free += it->second;
+        if (owner->reserved_free > owner->release_threshold) owner->reserved_free = owner->release_threshold;  // as if synchronised
+        g_pool_of.erase(pool);
+    }
+    std::free(reinterpret_cast<void*>(address));
+    g_device.erase(it);
+    return kSuccess;
+}
+}  // namespace
+
+API CUresult cuMemAlloc_v2(uint64_t* address, size_t bytes)
+{
+    LOCKED;
+    return allocate(address, bytes, nullptr, 0);
 }
 
 API CUresult cuMemFree_v2(uint64_t address)
 {
     LOCKED;
-    auto it = g_device.find(address);
-    if (it == g_device.end()) return kInvalidValue;
-    g_device.erase(it);
-    std::free(reinterpret_cast<void*>(address));
-    return kSuccess;
+    if (g_pool_of.count(address) != 0) return kInvalidValue;  // pool memory goes back through cuMemFreeAsync
+    return release(address);
 }
 
 
 API CUresult cuMemFreeAsync(uint64_t address, void* stream)
 {
     if (stream_of(stream)->capture != nullptr) return kCaptureUnsupported;
-    return cuMemFree_v2(address);
+    LOCKED;
+    return release(address);
 }
 
-// Memory pools: one stand-in pool object per cuMemPoolCreate; allocations come from the common device map. The
-// attributes are checked (FastMM sets the release threshold) but change nothing here.
-namespace { struct EmuPool { uint64_t release_threshold = 0; }; }
-
+// Memory pools: what a pool's allocations free stays reserved by it, up to its release threshold (streams here are
+// synchronous, so every free has completed and been "synchronised"), until cuMemPoolTrimTo.
 API CUresult cuMemPoolCreate(void** pool, const void* props)
 {
     if (pool == nullptr || props == nullptr) return kInvalidValue;
-    *pool = new EmuPool();
+    LOCKED;
+    g_pools.push_back(new EmuPool());
+    *pool = g_pools.back();
     return kSuccess;
 }
 
 API CUresult cuMemPoolDestroy(void* pool)
 {
-    if (pool == nullptr) return kInvalidValue;
-    delete static_cast<EmuPool*>(pool);
+    LOCKED;
+    auto it = std::find(g_pools.begin(), g_pools.end(), static_cast<EmuPool*>(pool));
+    if (it == g_pools.end()) return kInvalidValue;
+    for (auto& [address, owner] : g_pool_of)
+        if (owner == *it) return kInvalidValue;  // the emulator does not defer the release: free first
+    delete *it;
+    g_pools.erase(it);
     return kSuccess;
 }
 
@@ -349,7 +406,17 @@ API CUresult cuMemPoolSetAttribute(void* pool, int attribute, void* value)
 {
     constexpr int kReleaseThreshold = 4;  // CU_MEMPOOL_ATTR_RELEASE_THRESHOLD, a cuuint64_t
     if (pool == nullptr || value == nullptr || attribute != kReleaseThreshold) return kInvalidValue;
+    LOCKED;
     static_cast<EmuPool*>(pool)->release_threshold = *static_cast<uint64_t*>(value);
+    return kSuccess;
+}
+
+API CUresult cuMemPoolTrimTo(void* pool, size_t keep)
+{
+    if (pool == nullptr) return kInvalidValue;
+    LOCKED;
+    auto* p = static_cast<EmuPool*>(pool);
+    if (p->reserved_free > keep) p->reserved_free = keep;
     return kSuccess;
 }
 
@@ -357,7 +424,18 @@ API CUresult cuMemAllocFromPoolAsync(uint64_t* address, size_t bytes, void* pool
 {
     if (pool == nullptr) return kInvalidValue;
     if (stream_of(stream)->capture != nullptr) return kCaptureUnsupported;
-    return cuMemAlloc_v2(address, bytes);
+    LOCKED;
+    auto* p = static_cast<EmuPool*>(pool);
+    return allocate(address, bytes, p, std::min<uint64_t>(p->reserved_free, bytes));
+}
+
+API CUresult cuCtxSynchronize() { return kSuccess; }  // every stream operation has already run
+
+/// Device memory size for the out-of-memory checks (0: unlimited, the default).
+API void fastmm_emu_set_memory_limit(uint64_t bytes)
+{
+    LOCKED;
+    g_memory_limit = bytes;
 }
 
 API CUresult cuMemAllocHost_v2(void** p, size_t bytes)

@@ -64,9 +64,25 @@ public sealed unsafe class CudaContext : IDisposable
 
     public CudaStream CreateStream() => new(Handle);
     public CudaEvent CreateEvent() => new(Handle);
-    public DeviceMemory Allocate(long bytes) => new(Handle, bytes);
+    public DeviceMemory Allocate(long bytes) => TrimmingPoolWhenFull(() => new DeviceMemory(Handle, bytes));
     /// <summary>Stream-ordered memory from this context's pool, which keeps its peak reserved between synchronisations.</summary>
-    public StreamMemory AllocateOnStream(CudaStream stream, long bytes) => new(Handle, _pool, stream, bytes);
+    public StreamMemory AllocateOnStream(CudaStream stream, long bytes) => TrimmingPoolWhenFull(() => new StreamMemory(Handle, _pool, stream, bytes));
+
+    /// <summary>
+    /// Runs an allocation; if the device is out of memory, waits for the device's work (so that pending stream-ordered
+    /// frees complete), gives the pool's free reservation back and tries once more (as PyTorch's allocator frees its
+    /// cache on an out-of-memory error). The second failure is the caller's.
+    /// </summary>
+    private T TrimmingPoolWhenFull<T>(Func<T> allocate)
+    {
+        try { return allocate(); }
+        catch (CudaException e) when (e.Result == CuResult.CUDA_ERROR_OUT_OF_MEMORY)
+        {
+            Driver.Check(Driver.cuCtxSynchronize(), "cuCtxSynchronize");
+            _pool.Trim();
+            return allocate();
+        }
+    }
     public PinnedHostMemory AllocatePinned(long bytes) => new(Handle, bytes);
     public CudaModule LoadModule(ReadOnlySpan<byte> image, string name) => new(Handle, image, name);
 

@@ -55,6 +55,7 @@ public sealed unsafe class CudaDriver
         cuCtxSetCurrent = (delegate* unmanaged<nint, CuResult>)Bind("cuCtxSetCurrent");
         cuCtxPushCurrent = (delegate* unmanaged<nint, CuResult>)Bind("cuCtxPushCurrent_v2");
         cuCtxPopCurrent = (delegate* unmanaged<nint*, CuResult>)Bind("cuCtxPopCurrent_v2");
+        cuCtxSynchronize = (delegate* unmanaged<CuResult>)Bind("cuCtxSynchronize");
         cuStreamCreate = (delegate* unmanaged<nint*, uint, CuResult>)Bind("cuStreamCreate");
         cuStreamDestroy = (delegate* unmanaged<nint, CuResult>)Bind("cuStreamDestroy_v2");
         cuStreamSynchronize = (delegate* unmanaged<nint, CuResult>)Bind("cuStreamSynchronize");
@@ -75,6 +76,7 @@ public sealed unsafe class CudaDriver
         cuMemPoolCreate = (delegate* unmanaged<nint*, CuMemPoolProps*, CuResult>)Bind("cuMemPoolCreate");
         cuMemPoolDestroy = (delegate* unmanaged<nint, CuResult>)Bind("cuMemPoolDestroy");
         cuMemPoolSetAttribute = (delegate* unmanaged<nint, CuMemPoolAttribute, void*, CuResult>)Bind("cuMemPoolSetAttribute");
+        cuMemPoolTrimTo = (delegate* unmanaged<nint, nuint, CuResult>)Bind("cuMemPoolTrimTo");
         cuMemAllocFromPoolAsync = (delegate* unmanaged<ulong*, nuint, nint, nint, CuResult>)Bind("cuMemAllocFromPoolAsync");
         cuMemAllocHost = (delegate* unmanaged<void**, nuint, CuResult>)Bind("cuMemAllocHost_v2");
         cuMemFreeHost = (delegate* unmanaged<void*, CuResult>)Bind("cuMemFreeHost");
@@ -128,6 +130,7 @@ public sealed unsafe class CudaDriver
     internal readonly delegate* unmanaged<nint, CuResult> cuCtxSetCurrent;
     internal readonly delegate* unmanaged<nint, CuResult> cuCtxPushCurrent;
     internal readonly delegate* unmanaged<nint*, CuResult> cuCtxPopCurrent;
+    internal readonly delegate* unmanaged<CuResult> cuCtxSynchronize;
     internal readonly delegate* unmanaged<nint*, uint, CuResult> cuStreamCreate;
     internal readonly delegate* unmanaged<nint, CuResult> cuStreamDestroy;
     internal readonly delegate* unmanaged<nint, CuResult> cuStreamSynchronize;
@@ -148,6 +151,7 @@ public sealed unsafe class CudaDriver
     internal readonly delegate* unmanaged<nint*, CuMemPoolProps*, CuResult> cuMemPoolCreate;
     internal readonly delegate* unmanaged<nint, CuResult> cuMemPoolDestroy;
     internal readonly delegate* unmanaged<nint, CuMemPoolAttribute, void*, CuResult> cuMemPoolSetAttribute;
+    internal readonly delegate* unmanaged<nint, nuint, CuResult> cuMemPoolTrimTo;
     internal readonly delegate* unmanaged<ulong*, nuint, nint, nint, CuResult> cuMemAllocFromPoolAsync;
     internal readonly delegate* unmanaged<void**, nuint, CuResult> cuMemAllocHost;
     internal readonly delegate* unmanaged<void*, CuResult> cuMemFreeHost;

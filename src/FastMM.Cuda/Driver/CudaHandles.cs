@@ -82,7 +82,8 @@ public sealed class DeviceMemory : CudaHandle
 /// synchronisations. A pool's default release threshold is 0: at every stream or event synchronisation it would
 /// return its free memory to the OS, and the next op's allocations would have to map fresh physical pages, once per
 /// image encode or prompt. FastMM's own pool (not the device's default one, which other CUDA code in the process may
-/// share) holds on to its peak instead, as PyTorch's caching allocator does; destroying it returns everything.
+/// share) holds on to its peak instead, as PyTorch's caching allocator does; an allocation that finds the device full
+/// trims it and tries again (<see cref="CudaContext"/>), and destroying it returns everything.
 /// </summary>
 public sealed class CudaMemoryPool : CudaHandle
 {
@@ -95,6 +96,9 @@ public sealed class CudaMemoryPool : CudaHandle
         ulong keepAll = ulong.MaxValue;
         Driver.Check(Driver.cuMemPoolSetAttribute(pool, CuMemPoolAttribute.ReleaseThreshold, &keepAll), "cuMemPoolSetAttribute(release threshold)");
     }
+
+    /// <summary>Returns the pool's free reservation to the device (allocations in use, and frees still pending on a stream, stay).</summary>
+    public unsafe void Trim() => Driver.Check(Driver.cuMemPoolTrimTo(handle, 0), "cuMemPoolTrimTo");
 
     // Allocations still outstanding keep the pool's memory until they are freed (the driver defers the release).
     private protected override unsafe CuResult Destroy() => Driver.cuMemPoolDestroy(handle);

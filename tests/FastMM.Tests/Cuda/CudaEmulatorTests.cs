@@ -58,6 +58,37 @@ public class CudaEmulatorTests
     }
 
     [Fact]
+    public unsafe void ThePoolsReservationIsGivenBackWhenTheDeviceRunsOutOfMemory()
+    {
+        string? emulator = MachineBackends.CudaEmulator;
+        if (emulator is null) return;
+        // A private copy of the emulator: its own device, whose memory limit no other test sees.
+        string copy = Path.Combine(Path.GetTempPath(), $"fastmm-emu-{Guid.NewGuid():N}.so");
+        File.Copy(emulator, copy);
+        try
+        {
+            var driver = CudaDriver.LoadNamed(copy);
+            var setLimit = (delegate* unmanaged<ulong, void>)System.Runtime.InteropServices.NativeLibrary.GetExport(
+                System.Runtime.InteropServices.NativeLibrary.Load(copy), "fastmm_emu_set_memory_limit");
+            using var backend = CudaBackend.Create(driver);
+            setLimit(64 << 20);
+            // 40 MiB of activations, freed: the pool keeps them reserved (its release threshold is unlimited) ...
+            using (backend.Zeros(10 << 20)) { }
+            using (backend.Zeros(10 << 20)) { } // ... and serves the next activation from that reservation
+            // ... so 40 MiB more for weights fit in the 64 MiB device only once the pool has given its reservation back.
+            using (backend.Context.Allocate(40 << 20)) { }
+            // More than the device holds is still the driver's error, named.
+            var e = Assert.Throws<CudaException>(() => backend.Context.Allocate(80 << 20));
+            Assert.Equal(CuResult.CUDA_ERROR_OUT_OF_MEMORY, e.Result);
+            Assert.StartsWith("cuMemAlloc(83886080 bytes) failed", e.Message);
+        }
+        finally
+        {
+            File.Delete(copy);
+        }
+    }
+
+    [Fact]
     public void ADriverLibraryNamedByTheVariableThatIsMissingIsOneClearError()
     {
         var e = Assert.Throws<FastMMException>(() => CudaDriver.LoadNamed("/nonexistent/libfastmm_cuda_emu.so"));
