@@ -5,7 +5,7 @@
 #   here (with .NET and CUDA 11.8):   scripts/device-check.sh --prepare
 #       builds the kernels (scripts/check-kernels.sh) and a self-contained fastmm, packed as
 #       build/device/fastmm-linux-x64.tar.xz (xz: the tree that travels must stay under 64 MiB)
-#   there:                            scripts/device-check.sh            (carry build/device and build/kernels)
+#   there:                            scripts/device-check.sh            (carry build/device)
 #       1. conformance of --backend cuda and --backend ilgpu:cuda against the CPU reference (every op, random inputs)
 #       2. the bundled shapes-vlm scores the evaluation scenes exactly as on the CPU (per-kind exact match) on cuda / ilgpu:cuda
 #       3. every kernels/*.cu entry point against PyTorch, with timings (tools/cuda-check/check_kernels.py --bench)
@@ -32,15 +32,18 @@ if [ "${1:-}" = "--prepare" ]; then
   for lib in libfontconfig.so.1 libfreetype.so.6 libpng16.so.16 libbrotlidec.so.1 libbrotlicommon.so.1 libexpat.so.1; do
     cp -L "$(ldconfig -p | awk -v l="$lib" '$1 == l && /x86-64/ {print $NF; exit}')" build/device/lib/
   done
-  ls -la "$pack" build/kernels/*.fatbin | awk '{print $5, $9}'
-  echo "carry build/device and build/kernels; run: bash scripts/device-check.sh"
+  # The fatbins for check_kernels.py (the PTX stays here: the tree that travels must stay under 64 MiB).
+  rm -rf build/device/kernels && mkdir -p build/device/kernels && cp build/kernels/*.fatbin build/device/kernels/
+  ls -la "$pack" build/device/kernels/*.fatbin | awk '{print $5, $9}'
+  du -sh build/device
+  echo "carry build/device; run: bash scripts/device-check.sh"
   exit 0
 fi
 
 final=${OUT:-build/device-out}
 out=$(mktemp -d)   # every log; packed into $final/device-logs.tar.gz at the end (the device tool returns at most 8 files)
 mkdir -p "$final"
-[ -f "$pack" ] || { echo "device-check: $pack is missing: run scripts/device-check.sh --prepare on a machine with .NET" >&2; exit 2; }
+[ -f "$pack" ] && [ -d build/device/kernels ] || { echo "device-check: $pack or build/device/kernels is missing: run scripts/device-check.sh --prepare on a machine with .NET" >&2; exit 2; }
 bin=$(mktemp -d)
 tar -C "$bin" -xJf "$pack"
 fastmm="$bin/fastmm"
@@ -96,7 +99,7 @@ PY
   then status["shapes-vlm eval $b"]="FAILED (per-kind accuracy differs from the CPU's)"; fi
 done
 
-run "kernels vs PyTorch" 240 kernels.txt env PYTHONUNBUFFERED=1 python3 tools/cuda-check/check_kernels.py build/kernels --bench
+run "kernels vs PyTorch" 240 kernels.txt env PYTHONUNBUFFERED=1 python3 tools/cuda-check/check_kernels.py build/device/kernels --bench
 
 # With DEVICE_CHECK_NCU=1, why the decode GEMV stops where it does: Nsight Compute's speed-of-light, occupancy and
 # stall sections for one launch of each quantized GEMV (clocks left as they are).
@@ -105,7 +108,7 @@ if [ "${DEVICE_CHECK_NCU:-0}" = 1 ] && [ -n "$ncu_bin" ]; then
   for q in q4_0 q8_0; do  # skip the warm-up launches (one per weight set: 13 for Q4_0, 7 for Q8_0)
     run "ncu linear_${q}_gemv" 60 "ncu-$q.txt" "$ncu_bin" --clock-control none --section SpeedOfLight --section Occupancy \
       --section WarpStateStats --section MemoryWorkloadAnalysis --kernel-name "linear_${q}_gemv" \
-      --launch-skip "$([ $q = q4_0 ] && echo 13 || echo 7)" --launch-count 1 python3 tools/cuda-check/check_kernels.py build/kernels --gemv-only
+      --launch-skip "$([ $q = q4_0 ] && echo 13 || echo 7)" --launch-count 1 python3 tools/cuda-check/check_kernels.py build/device/kernels --gemv-only
   done
 fi
 
