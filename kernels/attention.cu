@@ -25,11 +25,13 @@
 //     grid (splits, kv_heads · ceil(group / 16), batch), block 128 threads, ≈ 41 KB static shared memory.
 //     Split-K over the sequence: split s covers keys [s·n, (s+1)·n) of sequence b, n = ceil(seq_lens[b] / splits)
 //     (read on the device, so a captured decode graph serves every length); all ≤ 16 query heads sharing a KV head are handled by one block so each K/V row is
-//     read once. Writes unnormalised partial results (log2-domain max, sum, accumulator) per split.
+//     read once. Each warp takes 4 consecutive keys at a time, their K/V rows all in flight before the first is
+//     used. Each split writes unnormalised partial results (log2-domain max, sum, accumulator); the last split of
+//     a (sequence, KV head) to finish, counted in split_counters [batch · gridDim.y] (zero before the launch, and left
+//     zero after it), merges them into o [B, heads·head_dim], and with xq != null also writes o's q8_1 activations
+//     for the next decode GEMV. One launch per layer: no separate reduction kernel.
 //     attention_decode_paged_int8 reads an int8 cache with one scale per (pool row, KV head): value =
 //     q · k_scale[row·kv_heads + head] (kv_cache.cu's kv_append_int8 layout).
-//   attention_decode_reduce: grid (heads, batch), block 128 threads; merges the splits into o [B, heads·head_dim]
-//     (optionally also its q8_1 activations for the next decode GEMV).
 
 #include "common.cuh"
 
@@ -286,18 +288,44 @@ constexpr int kDecodeWarps = kDecodeThreads / FASTMM_WARP;
 constexpr int kDecodeMaxGroup = 16;   // query heads per block (a larger GQA group uses several blocks per KV head)
 constexpr int kDecodeMaxDim = 128;
 constexpr int kDimsPerLane = kDecodeMaxDim / FASTMM_WARP;  // lane owns dims lane, lane + 32, …: coalesced rows
+constexpr int kDecodeKeysPerWarp = 4;   // keys whose K/V rows a warp has in flight at once
 
 __device__ __forceinline__ float cache_value(float x, float) { return x; }
 __device__ __forceinline__ float cache_value(int8_t x, float scale) { return (float)x * scale; }
+
+// o[b, h·D + d] = Σ_s acc_s[d]·2^(max_s − M) / Σ_s sum_s·2^(max_s − M), M = max_s max_s; zero if no split saw a key.
+// With xq != null it also writes the q8_1 activations of o for the next decode GEMV (head_dim % 32 == 0; all 32 lanes
+// of a warp call it), as quantize_activations_q8_1 would. Partials are read with __ldcg (L2, not L1): other blocks
+// wrote them during this kernel.
+__device__ __forceinline__ void merge_splits(const float* partial_acc, const float* partial_max, const float* partial_sum, float* out,
+                                             int8_t* xq, float2* xds, int b, int h, int d, int heads, int head_dim, int splits)
+{
+    const long long first = ((long long)b * heads + h) * splits;
+    float global_max = -INFINITY;
+    for (int s = 0; s < splits; s++) global_max = fmaxf(global_max, __ldcg(partial_max + first + s));
+    float sum = 0.f, value = 0.f;
+    for (int s = 0; s < splits; s++)
+    {
+        const float pm = __ldcg(partial_max + first + s);
+        const float weight = pm == -INFINITY ? 0.f : exp2f(pm - global_max);
+        sum += __ldcg(partial_sum + first + s) * weight;
+        value += __ldcg(partial_acc + (first + s) * head_dim + d) * weight;
+    }
+    const long long at = ((long long)b * heads + h) * head_dim + d;
+    const float o = sum > 0.f ? value / sum : 0.f;
+    out[at] = o;
+    if (xq != nullptr) quantize_q8_1_lane(o, xq + at, xds + at / 32);
+}
 
 template <typename CacheT>
 __device__ __forceinline__ void attention_decode_paged(
     const float* __restrict__ q, int q_stride, const CacheT* __restrict__ k_pool, const CacheT* __restrict__ v_pool,
     int kv_stride, const float* __restrict__ k_scale, const float* __restrict__ v_scale,
     const int* __restrict__ block_tables, int table_stride, const int* __restrict__ seq_lens, int block_size,
-    float* __restrict__ partial_acc, float* __restrict__ partial_max, float* __restrict__ partial_sum,
-    int heads, int kv_heads, int head_dim, float scale)
+    float* __restrict__ partial_acc, float* __restrict__ partial_max, float* __restrict__ partial_sum, float* __restrict__ out,
+    int* __restrict__ split_counters, int8_t* __restrict__ xq, float2* __restrict__ xds, int heads, int kv_heads, int head_dim, float scale)
 {
+    __shared__ bool last_split;
     __shared__ float q_s[kDecodeMaxGroup][kDecodeMaxDim];
     __shared__ float warp_max_s[kDecodeWarps][kDecodeMaxGroup];
     __shared__ float warp_sum_s[kDecodeWarps][kDecodeMaxGroup];
@@ -329,37 +357,49 @@ __device__ __forceinline__ void attention_decode_paged(
 
     const int seq_len = seq_lens[b], keys_per_split = (seq_len + splits - 1) / splits;
     const int key_begin = split * keys_per_split, key_end = min(seq_len, key_begin + keys_per_split);
-    for (int key = key_begin + warp; key < key_end; key += kDecodeWarps)
+    // Each warp takes kDecodeKeysPerWarp consecutive keys per round and loads all their K/V rows before using the
+    // first: a key costs two dependent memory round trips (block table, then the row), and one key at a time left
+    // the kernel waiting on them back to back.
+    for (int key0 = key_begin + warp * kDecodeKeysPerWarp; key0 < key_end; key0 += kDecodeWarps * kDecodeKeysPerWarp)
     {
-        const long long row = (long long)block_tables[(long long)b * table_stride + key / block_size] * block_size + key % block_size;
-        const CacheT* krow = k_pool + row * kv_stride + (long long)kvh * head_dim;
-        const CacheT* vrow = v_pool + row * kv_stride + (long long)kvh * head_dim;
-        const float ks = k_scale != nullptr ? k_scale[row * kv_heads + kvh] : 1.f, vs = v_scale != nullptr ? v_scale[row * kv_heads + kvh] : 1.f;
-        float kx[kDimsPerLane], vx[kDimsPerLane];
+        float kx[kDecodeKeysPerWarp][kDimsPerLane], vx[kDecodeKeysPerWarp][kDimsPerLane];
 #pragma unroll
-        for (int i = 0; i < kDimsPerLane; i++)
+        for (int u = 0; u < kDecodeKeysPerWarp; u++)
         {
-            const int d = lane + i * FASTMM_WARP;
-            kx[i] = d < head_dim ? cache_value(krow[d], ks) : 0.f;
-            vx[i] = d < head_dim ? cache_value(vrow[d], vs) : 0.f;
+            const int key = min(key0 + u, key_end - 1);  // past the split's end: a valid row, never used
+            const long long row = (long long)block_tables[(long long)b * table_stride + key / block_size] * block_size + key % block_size;
+            const CacheT* krow = k_pool + row * kv_stride + (long long)kvh * head_dim;
+            const CacheT* vrow = v_pool + row * kv_stride + (long long)kvh * head_dim;
+            const float ks = k_scale != nullptr ? k_scale[row * kv_heads + kvh] : 1.f, vs = v_scale != nullptr ? v_scale[row * kv_heads + kvh] : 1.f;
+#pragma unroll
+            for (int i = 0; i < kDimsPerLane; i++)
+            {
+                const int d = lane + i * FASTMM_WARP;
+                kx[u][i] = d < head_dim ? cache_value(krow[d], ks) : 0.f;
+                vx[u][i] = d < head_dim ? cache_value(vrow[d], vs) : 0.f;
+            }
         }
 #pragma unroll
-        for (int j = 0; j < kDecodeMaxGroup; j++)
+        for (int u = 0; u < kDecodeKeysPerWarp; u++)
         {
-            if (j >= nh) break;
-            float dot = 0.f;
+            if (key0 + u >= key_end) break;
 #pragma unroll
-            for (int i = 0; i < kDimsPerLane; i++) dot += q_s[j][lane + i * FASTMM_WARP] * kx[i];
-            dot = warp_sum(dot);
-            const float new_max = fmaxf(m[j], dot);
-            const float alpha = exp2f(m[j] - new_max), p = exp2f(dot - new_max);
-            m[j] = new_max;
-            l[j] = l[j] * alpha + p;
+            for (int j = 0; j < kDecodeMaxGroup; j++)
+            {
+                if (j >= nh) break;
+                float dot = 0.f;
 #pragma unroll
-            for (int i = 0; i < kDimsPerLane; i++) acc[j][i] = acc[j][i] * alpha + p * vx[i];
+                for (int i = 0; i < kDimsPerLane; i++) dot += q_s[j][lane + i * FASTMM_WARP] * kx[u][i];
+                dot = warp_sum(dot);
+                const float new_max = fmaxf(m[j], dot);
+                const float alpha = exp2f(m[j] - new_max), p = exp2f(dot - new_max);
+                m[j] = new_max;
+                l[j] = l[j] * alpha + p;
+#pragma unroll
+                for (int i = 0; i < kDimsPerLane; i++) acc[j][i] = acc[j][i] * alpha + p * vx[u][i];
+            }
         }
     }
-
     // Merge the 4 warps' states, then write this split's unnormalised result.
 #pragma unroll
     for (int j = 0; j < kDecodeMaxGroup; j++)
@@ -385,6 +425,22 @@ __device__ __forceinline__ void attention_decode_paged(
         partial_acc[slot * head_dim + d] = value;
         if (d == 0) { partial_max[slot] = block_max_v; partial_sum[slot] = sum; }
     }
+
+    // The last of the splits to finish merges them all (the threadFenceReduction pattern): each block makes its
+    // partials visible device-wide before it is counted, and the counter is left at zero for the next launch.
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0)
+    {
+        int* counter = split_counters + (long long)b * gridDim.y + blockIdx.y;
+        last_split = atomicAdd(counter, 1) == splits - 1;
+        if (last_split) *counter = 0;
+    }
+    __syncthreads();
+    if (!last_split) return;
+    __threadfence();
+    for (int idx = threadIdx.x; idx < nh * head_dim; idx += kDecodeThreads)  // whole warps per head when head_dim % 32 == 0
+        merge_splits(partial_acc, partial_max, partial_sum, out, xq, xds, b, h0 + idx / head_dim, idx % head_dim, heads, head_dim, splits);
 }
 
 }  // namespace
@@ -456,48 +512,23 @@ extern "C" __global__ void __launch_bounds__(256) attention_kv_to_f16_int8(
     kv_to_f16<int8_t>(k, v, kv_stride, k_scale, v_scale, block_table, table_stride, block_size, kh, vh, batch, tk, kv_heads, head_dim, padded_dim);
 }
 
-extern "C" __global__ void __launch_bounds__(kDecodeThreads) attention_decode_paged_f32(
+extern "C" __global__ void __launch_bounds__(kDecodeThreads, 1) attention_decode_paged_f32(
     const float* q, int q_stride, const float* k_pool, const float* v_pool, int kv_stride, const int* block_tables,
     int table_stride, const int* seq_lens, int block_size, float* partial_acc, float* partial_max, float* partial_sum,
-    int heads, int kv_heads, int head_dim, float scale)
+    float* out, int* split_counters, int heads, int kv_heads, int head_dim, float scale, int8_t* xq, float2* xds)
 {
     attention_decode_paged<float>(q, q_stride, k_pool, v_pool, kv_stride, nullptr, nullptr, block_tables, table_stride, seq_lens,
-                                  block_size, partial_acc, partial_max, partial_sum, heads, kv_heads, head_dim, scale);
+                                  block_size, partial_acc, partial_max, partial_sum, out, split_counters, xq, xds, heads, kv_heads,
+                                  head_dim, scale);
 }
 
-extern "C" __global__ void __launch_bounds__(kDecodeThreads) attention_decode_paged_int8(
+extern "C" __global__ void __launch_bounds__(kDecodeThreads, 1) attention_decode_paged_int8(
     const float* q, int q_stride, const int8_t* k_pool, const int8_t* v_pool, int kv_stride, const float* k_scale,
     const float* v_scale, const int* block_tables, int table_stride, const int* seq_lens, int block_size, float* partial_acc,
-    float* partial_max, float* partial_sum, int heads, int kv_heads, int head_dim, float scale)
-{
-    attention_decode_paged<int8_t>(q, q_stride, k_pool, v_pool, kv_stride, k_scale, v_scale, block_tables, table_stride, seq_lens,
-                                   block_size, partial_acc, partial_max, partial_sum, heads, kv_heads, head_dim, scale);
-}
-
-// o[b, h·D + d] = Σ_s acc_s[d]·2^(max_s − M) / Σ_s sum_s·2^(max_s − M), M = max_s max_s; zeros if no split saw a key.
-// With xq != null it also writes the q8_1 activations of out for the next decode GEMV (head_dim % 32 == 0), as
-// quantize_activations_q8_1 would: the CUDA backend fuses the two inside a recorded decode step.
-extern "C" __global__ void __launch_bounds__(kDecodeThreads) attention_decode_reduce(
-    const float* partial_acc, const float* partial_max, const float* partial_sum, float* out, int heads, int head_dim, int splits,
+    float* partial_max, float* partial_sum, float* out, int* split_counters, int heads, int kv_heads, int head_dim, float scale,
     int8_t* xq, float2* xds)
 {
-    const int h = blockIdx.x, b = blockIdx.y;
-    const long long first = ((long long)b * heads + h) * splits;
-    float global_max = -INFINITY;
-    for (int s = 0; s < splits; s++) global_max = fmaxf(global_max, partial_max[first + s]);
-    for (int d = threadIdx.x; d < head_dim; d += blockDim.x)
-    {
-        float sum = 0.f, value = 0.f;
-        for (int s = 0; s < splits; s++)
-        {
-            const float pm = partial_max[first + s];
-            const float weight = pm == -INFINITY ? 0.f : exp2f(pm - global_max);
-            sum += partial_sum[first + s] * weight;
-            value += partial_acc[(first + s) * head_dim + d] * weight;
-        }
-        const long long at = ((long long)b * heads + h) * head_dim + d;
-        const float o = sum > 0.f ? value / sum : 0.f;
-        out[at] = o;
-        if (xq != nullptr) quantize_q8_1_lane(o, xq + at, xds + at / 32);  // whole warps: head_dim % 32 == 0
-    }
+    attention_decode_paged<int8_t>(q, q_stride, k_pool, v_pool, kv_stride, k_scale, v_scale, block_tables, table_stride, seq_lens,
+                                   block_size, partial_acc, partial_max, partial_sum, out, split_counters, xq, xds, heads, kv_heads,
+                                   head_dim, scale);
 }

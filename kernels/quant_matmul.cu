@@ -2,16 +2,15 @@
 // IBackend.MatMulTransposed (the F32 path with no bias). CPU reference: src/FastMM/Cpu/Gemm.cs + MathKernels.Activate.
 // `act` is FastMM.Activation (0 none, 1 gelu (erf), 2 gelu_tanh, 3 quick_gelu, 4 silu, 5 relu); bias may be null.
 //
-// Weight formats:
+// Weight formats (as CudaBackend lays them out on the device):
 //   F32 / F16       row-major [N, K].
-//   Q8_0 (GGUF)     per row K/32 blocks of 34 bytes: fp16 d, int8 q[32]; value q·d.
-//   Q4_0 (GGUF)     per row K/32 blocks of 18 bytes: fp16 d, 16 bytes; element j < 16 is the low nibble of byte j,
-//                   element j + 16 its high nibble; value (q − 8)·d.
+//   Q8_0 / Q4_0     GGUF's blocks of 32 weights split into two planes at upload: the quants qs [N, K/32, 32] int8
+//                   (Q8_0) or [N, K/32, 16] bytes (Q4_0: element j < 16 is the low nibble of byte j, element j + 16
+//                   its high nibble), then the scales d [N, K/32] fp16; value q·d (Q8_0) or (q − 8)·d (Q4_0). The
+//                   same numbers as the file's 34- and 18-byte blocks, but every block's quants are 16-byte aligned,
+//                   so kernels read them with 128-bit loads (a GGUF block is only 2-byte aligned).
 //   INT4 group-wise asymmetric (AWQ/GPTQ-like): nibbles [N, K/2], each 32-element sub-block packed like Q4_0's
 //                   16 bytes; scale_min [N, K/group] half2 (scale, min) with group 32, 64 or 128; value q·scale + min.
-//   The GGUF layouts are used as stored (no repacking); blocks are only 2-byte aligned, so the GEMV stages each warp's
-//   share of a row through shared memory with 16-byte loads. The host pads every weight allocation by 16 bytes
-//   because those loads may run up to 15 bytes past the last row.
 //
 // Entry points and launch configuration (K % 32 == 0 for every format except F32):
 //   linear_f32w_gemm     grid (ceil(N/128), ceil(M/128)), block 256; FP32 SIMT tiles (gemm_simt.cuh), any K.
@@ -24,33 +23,27 @@
 //   quantize_activations_q8_1            x [M, K] → xq int8 [M, K] and xds float2 [M, K/32] (d, d·Σq) per 32-block;
 //                        grid ceil(M·K/256), block 256 (one warp per block, d = max|x|/127).
 //   linear_{q8_0,q4_0,int4g}_gemv        decode, M ≤ 8, on the quantized activations: grid ceil(N/4), block 128
-//                        (one warp per output row, one lane per 32-block), __dp4a int8 dot products, warp-shuffle
-//                        reduction. Activation quantization costs ~1e-3 relative error (as llama.cpp's mmvq).
+//                        (one warp per output row, one lane per 32-block, 64 bytes of quants in flight per lane),
+//                        __dp4a int8 dot products, warp-shuffle reduction. Activation quantization costs ~1e-3
+//                        relative error (as llama.cpp's mmvq). Trailing arguments (GemvInput): `residual` (nullable:
+//                        each output is also added into it), then what the input is: kind 0, xq/xds as given; kind 1,
+//                        RMSNorm of src [M, K] with norm_weight and eps; kind 2, SwiGLU of src [M, 2K] — computed and
+//                        quantized by every block into shared memory (M·K ≤ 8192), block 0 storing the float rows
+//                        in `out`. Kinds 1 and 2 are what a recorded decode step fuses (CudaBackend.Steps.cs).
 
 #include "common.cuh"
 #include "gemm_simt.cuh"
+#include "norm_row.cuh"
 
 namespace {
 
 constexpr int kQk = 32;                 // elements per quant block
-constexpr int kQ8Bytes = 2 + kQk;       // block_q8_0
-constexpr int kQ4Bytes = 2 + kQk / 2;   // block_q4_0
 constexpr int kGemvMaxRows = 8;
 constexpr int kGemvWarps = 4;
 
 __device__ __forceinline__ float epilogue_value(float v, const float* bias, int n, int act)
 {
     return apply_activation(bias != nullptr ? v + bias[n] : v, act);
-}
-
-__device__ __forceinline__ float half_at(const uint8_t* p) { return __half2float(*reinterpret_cast<const __half*>(p)); }
-
-// 16 bytes from a 2-byte-aligned address as four little-endian 32-bit words.
-__device__ __forceinline__ void load_16_bytes_aligned2(const uint8_t* p, uint32_t out[4])
-{
-    const uint16_t* h = reinterpret_cast<const uint16_t*>(p);
-#pragma unroll
-    for (int i = 0; i < 4; i++) out[i] = (uint32_t)h[2 * i] | ((uint32_t)h[2 * i + 1] << 16);
 }
 
 // ---------------- dequantization of 16 consecutive elements (one half of a 32-block) to f16 ----------------
@@ -71,38 +64,40 @@ struct WeightF16
 
 struct WeightQ8_0
 {
-    const uint8_t* w;
+    const uint8_t* qs;  // [N, K/32, 32]
+    const __half* d;    // [N, K/32]
     int K;
     __device__ __forceinline__ void dequant16(int n, int k0, int part, uint32_t out[8]) const
     {
-        const uint8_t* block = w + ((long long)n * (K / kQk) + k0 / kQk) * kQ8Bytes;
-        const float d = half_at(block);
-        uint32_t q[4];
-        load_16_bytes_aligned2(block + 2 + 16 * part, q);
+        const long long block = (long long)n * (K / kQk) + k0 / kQk;
+        const float scale = __half2float(d[block]);
+        const uint4 bytes = *reinterpret_cast<const uint4*>(qs + block * kQk + 16 * part);
+        const uint32_t q[4] = {bytes.x, bytes.y, bytes.z, bytes.w};
 #pragma unroll
         for (int i = 0; i < 8; i++)
         {
             const uint32_t word = q[i / 2] >> (16 * (i % 2));
-            out[i] = pack_half2((float)(int8_t)(word & 0xff) * d, (float)(int8_t)(word >> 8) * d);
+            out[i] = pack_half2((float)(int8_t)(word & 0xff) * scale, (float)(int8_t)(word >> 8) * scale);
         }
     }
 };
 
 struct WeightQ4_0
 {
-    const uint8_t* w;
+    const uint8_t* qs;  // [N, K/32, 16]
+    const __half* d;    // [N, K/32]
     int K;
     __device__ __forceinline__ void dequant16(int n, int k0, int part, uint32_t out[8]) const
     {
-        const uint8_t* block = w + ((long long)n * (K / kQk) + k0 / kQk) * kQ4Bytes;
-        const float d = half_at(block);
-        uint32_t q[4];
-        load_16_bytes_aligned2(block + 2, q);
+        const long long block = (long long)n * (K / kQk) + k0 / kQk;
+        const float scale = __half2float(d[block]);
+        const uint4 bytes = *reinterpret_cast<const uint4*>(qs + block * (kQk / 2));
+        const uint32_t q[4] = {bytes.x, bytes.y, bytes.z, bytes.w};
 #pragma unroll
         for (int i = 0; i < 8; i++)
         {
             const uint32_t word = (q[i / 2] >> (16 * (i % 2))) >> (4 * part);  // low nibbles: part 0, high: part 1
-            out[i] = pack_half2((float)((int)(word & 0xf) - 8) * d, (float)((int)((word >> 8) & 0xf) - 8) * d);
+            out[i] = pack_half2((float)((int)(word & 0xf) - 8) * scale, (float)((int)((word >> 8) & 0xf) - 8) * scale);
         }
     }
 };
@@ -266,29 +261,68 @@ __device__ __forceinline__ void linear_tensor_core(const float* __restrict__ x, 
     else linear_tc_tiles<64, 64, 2, 2>(smem, x, weight, bias, y, M, N, K, act);
 }
 
-// ---------------- GEMV (decode), float activations ----------------
+// ---------------- GEMV (decode) ----------------
+// One warp per output row, up to kGemvMaxRows activation rows at once. A decode GEMV reads every weight once, so its
+// speed is how many bytes are in flight: each lane issues kGemvUnroll 16-byte weight loads (64 bytes) before it
+// uses the first, straight from global memory into registers (no shared-memory staging, which made the L1 the
+// bottleneck when the GGUF blocks were read as stored).
 
-template <int VecElems, typename LoadW>
-__device__ __forceinline__ void gemv_float(const float* __restrict__ x, LoadW load_w, const float* __restrict__ bias,
+constexpr int kGemvBytesInFlight = 64;  // per lane
+// Quantized GEMVs: registers capped for 6 blocks (24 warps, ~48 KB of weight loads in flight) per SM; ptxas would
+// otherwise give the fused-input variant ~96 registers (5 blocks), and at 8 blocks it spills.
+constexpr int kGemvMinBlocks = 6;
+
+__device__ __forceinline__ void unpack16(const uint4& v, float (&out)[4])
+{
+    out[0] = __uint_as_float(v.x); out[1] = __uint_as_float(v.y); out[2] = __uint_as_float(v.z); out[3] = __uint_as_float(v.w);
+}
+
+__device__ __forceinline__ void unpack16(const uint4& v, float (&out)[8])
+{
+    const uint32_t words[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+    {
+        const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&words[i]));
+        out[2 * i] = f.x; out[2 * i + 1] = f.y;
+    }
+}
+
+// F32 or F16 weights, float activations; rows must be 16-byte aligned (K % 4 == 0 for F32, K % 8 == 0 for F16).
+template <typename T>
+__device__ __forceinline__ void gemv_float(const float* __restrict__ x, const T* __restrict__ w, const float* __restrict__ bias,
                                            float* __restrict__ y, int M, int N, int K, int act)
 {
+    constexpr int kVec = 16 / sizeof(T), kUnroll = kGemvBytesInFlight / 16;
     const int n = blockIdx.x * kGemvWarps + threadIdx.x / FASTMM_WARP, lane = threadIdx.x % FASTMM_WARP;
     if (n >= N) return;
+    const int vecs = K / kVec;
+    const uint4* row = reinterpret_cast<const uint4*>(w + (long long)n * K);
     float acc[kGemvMaxRows] = {};
-    for (int k = lane * VecElems; k < K; k += FASTMM_WARP * VecElems)
+    for (int v0 = lane; v0 < vecs; v0 += kUnroll * FASTMM_WARP)
     {
-        float wv[VecElems];
-        load_w(n, k, wv);
+        uint4 held[kUnroll];
 #pragma unroll
-        for (int r = 0; r < kGemvMaxRows; r++)
+        for (int u = 0; u < kUnroll; u++)
+            if (v0 + u * FASTMM_WARP < vecs) held[u] = __ldg(row + v0 + u * FASTMM_WARP);
+#pragma unroll
+        for (int u = 0; u < kUnroll; u++)
         {
-            if (r >= M) break;
-            const float4* xr = reinterpret_cast<const float4*>(x + (long long)r * K + k);
+            const int v = v0 + u * FASTMM_WARP;
+            if (v >= vecs) break;
+            float wv[kVec];
+            unpack16(held[u], wv);
 #pragma unroll
-            for (int v = 0; v < VecElems / 4; v++)
+            for (int r = 0; r < kGemvMaxRows; r++)
             {
-                const float4 xv = xr[v];
-                acc[r] += wv[4 * v] * xv.x + wv[4 * v + 1] * xv.y + wv[4 * v + 2] * xv.z + wv[4 * v + 3] * xv.w;
+                if (r >= M) break;
+                const float4* xr = reinterpret_cast<const float4*>(x + (long long)r * K + (long long)v * kVec);
+#pragma unroll
+                for (int i = 0; i < kVec / 4; i++)
+                {
+                    const float4 xv = xr[i];
+                    acc[r] += wv[4 * i] * xv.x + wv[4 * i + 1] * xv.y + wv[4 * i + 2] * xv.z + wv[4 * i + 3] * xv.w;
+                }
             }
         }
     }
@@ -300,8 +334,6 @@ __device__ __forceinline__ void gemv_float(const float* __restrict__ x, LoadW lo
         if (lane == 0) y[(long long)r * N + n] = epilogue_value(total, bias, n, act);
     }
 }
-
-// ---------------- GEMV (decode), int8 activations × quantized weights ----------------
 
 __device__ __forceinline__ int dot_8_words(const uint32_t w[8], const int4 x0, const int4 x1)
 {
@@ -311,62 +343,186 @@ __device__ __forceinline__ int dot_8_words(const uint32_t w[8], const int4 x0, c
     return s;
 }
 
-// One lane per 32-block; `block_dot(weights, xq0, xq1, xds)` returns the block's contribution. A warp stages up to
-// kGemvChunks·32 blocks of its row per pass, every 16-byte load issued before the first is stored: the loads of a
-// pass are in flight together (one chunk at a time left decode GEMVs latency-bound at ~27% of copy bandwidth).
-constexpr int kGemvChunks = 4;
-
-template <int BlockBytes, typename BlockDot>
-__device__ __forceinline__ void gemv_gguf(const int8_t* __restrict__ xq, const float2* __restrict__ xds, const uint8_t* __restrict__ w,
-                                          const float* __restrict__ bias, float* __restrict__ y, int M, int N, int K, int act, BlockDot block_dot)
+// Nibbles of a Q4_0-packed 32-block (16 bytes) as 8 words of bytes 0..15 in element order: 0..15 then 16..31.
+__device__ __forceinline__ void unpack_nibbles(const uint4& packed, uint32_t q[8])
 {
-    constexpr int kPassBlocks = kGemvChunks * FASTMM_WARP;
-    constexpr int kPassWords = kPassBlocks * BlockBytes / 16 + 2;  // plus alignment slack
-    constexpr int kWordsPerLane = (kPassWords + FASTMM_WARP - 1) / FASTMM_WARP;
-    __shared__ uint4 stage[kGemvWarps][kWordsPerLane * FASTMM_WARP];
+    const uint32_t p[4] = {packed.x, packed.y, packed.z, packed.w};
+#pragma unroll
+    for (int i = 0; i < 4; i++) { q[i] = p[i] & 0x0f0f0f0fu; q[4 + i] = (p[i] >> 4) & 0x0f0f0f0fu; }
+}
 
-    const int warp = threadIdx.x / FASTMM_WARP, lane = threadIdx.x % FASTMM_WARP;
-    const int n = blockIdx.x * kGemvWarps + warp;
-    if (n >= N) return;  // whole warps only: the __syncwarp below never waits on an exited lane
-    const int blocks = K / kQk;
-    const long long row_begin = (long long)n * blocks * BlockBytes;
-    float acc[kGemvMaxRows] = {};
-    for (int b0 = 0; b0 < blocks; b0 += kPassBlocks)
+// Quantized weights × q8_1 activations. A format gives each 32-block's quants as kWords 16-byte words of the quant
+// plane, a header (its scale data) loaded beside them and decoded only when used, and the block's contribution
+// to one output from the activations' 32 int8 (x0, x1) and (d, d·Σq).
+struct GemvQ8_0
+{
+    static constexpr int kWords = 2;
+    using Raw = __half;
+    using Header = float;
+    const __half* d;
+    __device__ __forceinline__ Raw load_header(int n, int kb, int blocks) const { return d[(long long)n * blocks + kb]; }
+    __device__ static __forceinline__ Header decode(Raw raw) { return __half2float(raw); }
+    __device__ static __forceinline__ float dot(const uint4 (&q)[kWords], Header scale, int4 x0, int4 x1, float2 ds)
     {
-        const int count = min(kPassBlocks, blocks - b0);
-        const long long begin = row_begin + (long long)b0 * BlockBytes, end = begin + (long long)count * BlockBytes;
-        const long long aligned = begin & ~15LL;
-        const int words = (int)((end - aligned + 15) / 16);
-        const uint4* src = reinterpret_cast<const uint4*>(w + aligned);
-        uint4 held[kWordsPerLane];
+        const uint32_t w[8] = {q[0].x, q[0].y, q[0].z, q[0].w, q[1].x, q[1].y, q[1].z, q[1].w};
+        return scale * ds.x * (float)dot_8_words(w, x0, x1);
+    }
+};
+
+struct GemvQ4_0
+{
+    static constexpr int kWords = 1;
+    using Raw = __half;
+    using Header = float;
+    const __half* d;
+    __device__ __forceinline__ Raw load_header(int n, int kb, int blocks) const { return d[(long long)n * blocks + kb]; }
+    __device__ static __forceinline__ Header decode(Raw raw) { return __half2float(raw); }
+    __device__ static __forceinline__ float dot(const uint4 (&q)[kWords], Header scale, int4 x0, int4 x1, float2 ds)
+    {
+        uint32_t w[8];
+        unpack_nibbles(q[0], w);
+        // Σ (q − 8)·x·d_x = d_x·Σ q·x − 8·(d_x·Σ x)
+        return scale * (ds.x * (float)dot_8_words(w, x0, x1) - 8.f * ds.y);
+    }
+};
+
+struct GemvInt4Group
+{
+    static constexpr int kWords = 1;
+    using Raw = __half2;  // (scale, min) of the block's group
+    struct Header { float scale, residual_min; int pivot; };
+    const __half2* scale_min;
+    int group;
+    __device__ __forceinline__ Raw load_header(int n, int kb, int blocks) const
+    {
+        const int groups = blocks * kQk / group;
+        return scale_min[(long long)n * groups + kb * kQk / group];
+    }
+    __device__ static __forceinline__ Header decode(Raw raw)
+    {
+        // As the CPU's Int4Blocks: weights are q − pivot with pivot = −min/scale rounded into 0..15, and the residual
+        // min = min + pivot·scale (exact) is what multiplies d_x·Σx. Applying the full min instead cancels against
+        // q·scale in float and drifts from the CPU over long rows.
+        const float2 sm = __half22float2(raw);
+        const float ratio = -sm.y / sm.x;  // NaN (scale = min = 0) takes the last branch
+        const int pivot = ratio >= 15.f ? 15 : ratio > 0.f ? (int)(ratio + 0.5f) : 0;
+        return Header{sm.x, sm.y + pivot * sm.x, pivot};
+    }
+    __device__ static __forceinline__ float dot(const uint4 (&q)[kWords], Header h, int4 x0, int4 x1, float2 ds)
+    {
+        uint32_t w[8];
+        unpack_nibbles(q[0], w);
+        const uint32_t ones[8] = {0x01010101u, 0x01010101u, 0x01010101u, 0x01010101u, 0x01010101u, 0x01010101u, 0x01010101u, 0x01010101u};
+        // Σ (q − p)·x exactly in integers: Σ q·x − p·Σ x
+        const int dot = dot_8_words(w, x0, x1) - h.pivot * dot_8_words(ones, x0, x1);
+        return h.scale * ds.x * (float)dot + h.residual_min * ds.y;
+    }
+};
+
+// Where a quantized decode GEMV takes its activations from. Inside a recorded decode step the CUDA backend fuses the
+// launch that produced them into the GEMV: every block then normalises (or gates) the input rows itself and quantizes
+// them into shared memory, with its first weight loads already in flight, and block 0 also stores the float result
+// the separate launch would have written. Same functions as rms_norm_f32 / swiglu_f32 with the same block size, so the
+// bytes are identical.
+enum GemvInputKind { kGemvQuantizedInput = 0, kGemvRmsNormInput = 1, kGemvSwiGluInput = 2 };
+constexpr int kGemvPrologueValues = 8192;  // M·K a fused GEMV can hold in shared memory as int8
+
+struct GemvInput
+{
+    int kind;
+    const float* src;          // rms norm: x [M, K]; swiglu: gate_up [M, 2K]
+    const float* norm_weight;  // rms norm: weight [K]
+    float eps;
+    float* out;                // the float rows the fused launch would have written: [M, K]
+};
+
+// One lane per 32-block (lane, lane + 32, ...), kGemvBytesInFlight of quants per lane loaded before any is used.
+// residual != null adds each output into residual[r, n] as well (the residual add that followed the GEMV).
+template <typename Format>
+__device__ __forceinline__ void gemv_quantized(const int8_t* __restrict__ xq, const float2* __restrict__ xds, const uint8_t* __restrict__ qs,
+                                               Format format, const float* __restrict__ bias, float* __restrict__ y, int M, int N, int K, int act,
+                                               float* __restrict__ residual, const GemvInput& input)
+{
+    constexpr int kWords = Format::kWords, kUnroll = kGemvBytesInFlight / (16 * kWords);
+    __shared__ __align__(16) int8_t xq_s[kGemvPrologueValues];
+    __shared__ float2 xds_s[kGemvPrologueValues / kQk];
+    __shared__ float scratch[32];
+    const int n = blockIdx.x * kGemvWarps + threadIdx.x / FASTMM_WARP, lane = threadIdx.x % FASTMM_WARP;
+    const int blocks = K / kQk;
+    const int row_n = min(n, N - 1);  // warps past the last row load a valid row and leave after the prologue
+    const uint4* row = reinterpret_cast<const uint4*>(qs) + (long long)row_n * blocks * kWords;
+    uint4 q[kUnroll][kWords];
+    typename Format::Raw raw[kUnroll];
+    auto load_chunk = [&](int kb0) {
 #pragma unroll
-        for (int j = 0; j < kWordsPerLane; j++)
-            if (lane + j * FASTMM_WARP < words) held[j] = src[lane + j * FASTMM_WARP];
-#pragma unroll
-        for (int j = 0; j < kWordsPerLane; j++)
-            if (lane + j * FASTMM_WARP < words) stage[warp][lane + j * FASTMM_WARP] = held[j];
-        __syncwarp();
-        const uint8_t* staged = reinterpret_cast<const uint8_t*>(stage[warp]) + (begin - aligned);
-        for (int i = lane; i < count; i += FASTMM_WARP)
+        for (int u = 0; u < kUnroll; u++)
         {
-            const uint8_t* block = staged + i * BlockBytes;
-            const int kb = b0 + i;
+            const int kb = kb0 + u * FASTMM_WARP;
+            if (kb >= blocks) break;
+#pragma unroll
+            for (int i = 0; i < kWords; i++) q[u][i] = __ldg(row + (long long)kb * kWords + i);
+            raw[u] = format.load_header(row_n, kb, blocks);
+        }
+    };
+    load_chunk(lane);
+
+    if (input.kind != kGemvQuantizedInput)
+    {
+        // Whole warps throughout: K % 32 == 0.
+        const bool keep = blockIdx.x == 0;
+        for (int r = 0; r < M; r++)
+        {
+            const long long base = (long long)r * K;
+            auto store = [&](int i, float v) {
+                if (keep) input.out[base + i] = v;
+                quantize_q8_1_lane(v, xq_s + base + i, xds_s + (base + i) / kQk);
+            };
+            if (input.kind == kGemvRmsNormInput)
+                rms_norm_row(ResidualInput{input.src, nullptr, nullptr}, input.norm_weight, base, K, input.eps, scratch, store);
+            else
+                for (int i = threadIdx.x; i < K; i += blockDim.x)
+                {
+                    const float* g = input.src + 2 * base;
+                    store(i, __fmul_rn(apply_activation(g[i], ACT_SILU), g[K + i]));
+                }
+        }
+        __syncthreads();
+        xq = xq_s;
+        xds = xds_s;
+    }
+    if (n >= N) return;
+
+    float acc[kGemvMaxRows] = {};
+    for (int kb0 = lane; kb0 < blocks; kb0 += kUnroll * FASTMM_WARP)
+    {
+        if (kb0 != lane) load_chunk(kb0);
+#pragma unroll
+        for (int u = 0; u < kUnroll; u++)
+        {
+            const int kb = kb0 + u * FASTMM_WARP;
+            if (kb >= blocks) break;
+            const typename Format::Header header = Format::decode(raw[u]);
 #pragma unroll
             for (int r = 0; r < kGemvMaxRows; r++)
             {
                 if (r >= M) break;
                 const int4* xr = reinterpret_cast<const int4*>(xq + (long long)r * K + kb * kQk);
-                acc[r] += block_dot(block, xr[0], xr[1], xds[(long long)r * blocks + kb]);
+                acc[r] += Format::dot(q[u], header, xr[0], xr[1], xds[(long long)r * blocks + kb]);
             }
         }
-        __syncwarp();
     }
 #pragma unroll
     for (int r = 0; r < kGemvMaxRows; r++)
     {
         if (r >= M) break;
         const float total = warp_sum(acc[r]);
-        if (lane == 0) y[(long long)r * N + n] = epilogue_value(total, bias, n, act);
+        if (lane == 0)
+        {
+            const long long at = (long long)r * N + n;
+            const float v = epilogue_value(total, bias, n, act);
+            y[at] = v;
+            if (residual != nullptr) residual[at] += v;
+        }
     }
 }
 
@@ -388,15 +544,15 @@ extern "C" __global__ void __launch_bounds__(kTcLargeThreads) linear_f16w_gemm(
 }
 
 extern "C" __global__ void __launch_bounds__(kTcLargeThreads) linear_q8_0_gemm(
-    const float* x, const uint8_t* w, const float* bias, float* y, int M, int N, int K, int act)
+    const float* x, const uint8_t* qs, const __half* d, const float* bias, float* y, int M, int N, int K, int act)
 {
-    linear_tensor_core(x, WeightQ8_0{w, K}, bias, y, M, N, K, act);
+    linear_tensor_core(x, WeightQ8_0{qs, d, K}, bias, y, M, N, K, act);
 }
 
 extern "C" __global__ void __launch_bounds__(kTcLargeThreads) linear_q4_0_gemm(
-    const float* x, const uint8_t* w, const float* bias, float* y, int M, int N, int K, int act)
+    const float* x, const uint8_t* qs, const __half* d, const float* bias, float* y, int M, int N, int K, int act)
 {
-    linear_tensor_core(x, WeightQ4_0{w, K}, bias, y, M, N, K, act);
+    linear_tensor_core(x, WeightQ4_0{qs, d, K}, bias, y, M, N, K, act);
 }
 
 extern "C" __global__ void __launch_bounds__(kTcLargeThreads) linear_int4g_gemm(
@@ -408,11 +564,7 @@ extern "C" __global__ void __launch_bounds__(kTcLargeThreads) linear_int4g_gemm(
 extern "C" __global__ void __launch_bounds__(kGemvWarps * FASTMM_WARP) linear_f32w_gemv(
     const float* x, const float* w, const float* bias, float* y, int M, int N, int K, int act)
 {
-    if ((K & 3) == 0)
-        gemv_float<4>(x, [&](int n, int k, float* out) {
-            const float4 v = *reinterpret_cast<const float4*>(w + (long long)n * K + k);
-            out[0] = v.x; out[1] = v.y; out[2] = v.z; out[3] = v.w;
-        }, bias, y, M, N, K, act);
+    if ((K & 3) == 0) gemv_float(x, w, bias, y, M, N, K, act);
     else
     {
         // Rows not 16-byte aligned: scalar loads, still coalesced across the warp.
@@ -431,16 +583,7 @@ extern "C" __global__ void __launch_bounds__(kGemvWarps * FASTMM_WARP) linear_f3
 extern "C" __global__ void __launch_bounds__(kGemvWarps * FASTMM_WARP) linear_f16w_gemv(
     const float* x, const __half* w, const float* bias, float* y, int M, int N, int K, int act)
 {
-    gemv_float<8>(x, [&](int n, int k, float* out) {
-        const uint4 v = *reinterpret_cast<const uint4*>(w + (long long)n * K + k);
-        const uint32_t words[4] = {v.x, v.y, v.z, v.w};
-#pragma unroll
-        for (int i = 0; i < 4; i++)
-        {
-            const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&words[i]));
-            out[2 * i] = f.x; out[2 * i + 1] = f.y;
-        }
-    }, bias, y, M, N, K, act);
+    gemv_float(x, w, bias, y, M, N, K, act);
 }
 
 extern "C" __global__ void __launch_bounds__(256) quantize_activations_q8_1(const float* x, int8_t* xq, float2* xds, int M, int K)
@@ -450,70 +593,28 @@ extern "C" __global__ void __launch_bounds__(256) quantize_activations_q8_1(cons
     quantize_q8_1_lane(x[i], xq + i, xds + i / kQk);
 }
 
-extern "C" __global__ void __launch_bounds__(kGemvWarps * FASTMM_WARP) linear_q8_0_gemv(
-    const int8_t* xq, const float2* xds, const uint8_t* w, const float* bias, float* y, int M, int N, int K, int act)
+// The quantized GEMVs' trailing arguments: residual (nullable), then the input (GemvInput: kind, src, norm_weight,
+// eps, out; kind 0 reads xq/xds).
+#define FASTMM_GEMV_INPUT_PARAMS float* residual, int input_kind, const float* input_src, const float* norm_weight, float eps, float* input_out
+#define FASTMM_GEMV_INPUT residual, GemvInput{input_kind, input_src, norm_weight, eps, input_out}
+
+extern "C" __global__ void __launch_bounds__(kGemvWarps * FASTMM_WARP, kGemvMinBlocks) linear_q8_0_gemv(
+    const int8_t* xq, const float2* xds, const uint8_t* qs, const __half* d, const float* bias, float* y, int M, int N, int K, int act,
+    FASTMM_GEMV_INPUT_PARAMS)
 {
-    gemv_gguf<kQ8Bytes>(xq, xds, w, bias, y, M, N, K, act, [](const uint8_t* block, int4 x0, int4 x1, float2 ds) {
-        uint32_t q[8];
-        load_16_bytes_aligned2(block + 2, q);
-        load_16_bytes_aligned2(block + 18, q + 4);
-        return half_at(block) * ds.x * (float)dot_8_words(q, x0, x1);
-    });
+    gemv_quantized(xq, xds, qs, GemvQ8_0{d}, bias, y, M, N, K, act, FASTMM_GEMV_INPUT);
 }
 
-extern "C" __global__ void __launch_bounds__(kGemvWarps * FASTMM_WARP) linear_q4_0_gemv(
-    const int8_t* xq, const float2* xds, const uint8_t* w, const float* bias, float* y, int M, int N, int K, int act)
+extern "C" __global__ void __launch_bounds__(kGemvWarps * FASTMM_WARP, kGemvMinBlocks) linear_q4_0_gemv(
+    const int8_t* xq, const float2* xds, const uint8_t* qs, const __half* d, const float* bias, float* y, int M, int N, int K, int act,
+    FASTMM_GEMV_INPUT_PARAMS)
 {
-    gemv_gguf<kQ4Bytes>(xq, xds, w, bias, y, M, N, K, act, [](const uint8_t* block, int4 x0, int4 x1, float2 ds) {
-        uint32_t packed[4], q[8];
-        load_16_bytes_aligned2(block + 2, packed);
-#pragma unroll
-        for (int i = 0; i < 4; i++) { q[i] = packed[i] & 0x0f0f0f0fu; q[4 + i] = (packed[i] >> 4) & 0x0f0f0f0fu; }
-        // Σ (q − 8)·x·d_x = d_x·Σ q·x − 8·(d_x·Σ x)
-        return half_at(block) * (ds.x * (float)dot_8_words(q, x0, x1) - 8.f * ds.y);
-    });
+    gemv_quantized(xq, xds, qs, GemvQ4_0{d}, bias, y, M, N, K, act, FASTMM_GEMV_INPUT);
 }
 
-extern "C" __global__ void __launch_bounds__(kGemvWarps * FASTMM_WARP) linear_int4g_gemv(
+extern "C" __global__ void __launch_bounds__(kGemvWarps * FASTMM_WARP, kGemvMinBlocks) linear_int4g_gemv(
     const int8_t* xq, const float2* xds, const uint8_t* w, const __half2* scale_min, int group, const float* bias, float* y,
-    int M, int N, int K, int act)
+    int M, int N, int K, int act, FASTMM_GEMV_INPUT_PARAMS)
 {
-    // Sub-blocks are 16-byte aligned here, so each lane loads its 32 nibbles directly with one 128-bit load.
-    const int n = blockIdx.x * kGemvWarps + threadIdx.x / FASTMM_WARP, lane = threadIdx.x % FASTMM_WARP;
-    if (n >= N) return;
-    const int blocks = K / kQk;
-    float acc[kGemvMaxRows] = {};
-    for (int kb = lane; kb < blocks; kb += FASTMM_WARP)
-    {
-        const uint4 bytes = *reinterpret_cast<const uint4*>(w + (long long)n * (K / 2) + kb * (kQk / 2));
-        const float2 sm = __half22float2(scale_min[(long long)n * (K / group) + kb * kQk / group]);
-        // As the CPU's Int4Blocks: weights are q − pivot with pivot = −min/scale rounded into 0..15, and the residual
-        // min = min + pivot·scale (exact) is what multiplies d_x·Σx. Applying the full min instead cancels against
-        // q·scale in float and drifts from the CPU over long rows.
-        const float ratio = -sm.y / sm.x;  // NaN (scale = min = 0) takes the last branch
-        const int pivot = ratio >= 15.f ? 15 : ratio > 0.f ? (int)(ratio + 0.5f) : 0;
-        const float residual_min = sm.y + pivot * sm.x;
-        const uint32_t packed[4] = {bytes.x, bytes.y, bytes.z, bytes.w};
-        uint32_t q[8];
-#pragma unroll
-        for (int i = 0; i < 4; i++) { q[i] = packed[i] & 0x0f0f0f0fu; q[4 + i] = (packed[i] >> 4) & 0x0f0f0f0fu; }
-        const uint32_t ones[8] = {0x01010101u, 0x01010101u, 0x01010101u, 0x01010101u, 0x01010101u, 0x01010101u, 0x01010101u, 0x01010101u};
-#pragma unroll
-        for (int r = 0; r < kGemvMaxRows; r++)
-        {
-            if (r >= M) break;
-            const int4* xr = reinterpret_cast<const int4*>(xq + (long long)r * K + kb * kQk);
-            const float2 ds = xds[(long long)r * blocks + kb];
-            // Σ (q − p)·x exactly in integers: Σ q·x − p·Σ x
-            const int dot = dot_8_words(q, xr[0], xr[1]) - pivot * dot_8_words(ones, xr[0], xr[1]);
-            acc[r] += sm.x * ds.x * (float)dot + residual_min * ds.y;
-        }
-    }
-#pragma unroll
-    for (int r = 0; r < kGemvMaxRows; r++)
-    {
-        if (r >= M) break;
-        const float total = warp_sum(acc[r]);
-        if (lane == 0) y[(long long)r * N + n] = epilogue_value(total, bias, n, act);
-    }
+    gemv_quantized(xq, xds, w, GemvInt4Group{scale_min, group}, bias, y, M, N, K, act, FASTMM_GEMV_INPUT);
 }

@@ -117,11 +117,11 @@ models=$(mktemp -d)
 "$fastmm" synth --arch siglip-b16-512 --out "$models/siglip" >/dev/null 2>&1 &
 wait
 
-# With DEVICE_CHECK_DECODE_PROFILE=1: every kernel of a few Q4_0 decode steps (launched one by one, cuda:eager) timed
-# by Nsight Compute, summed per kernel for the steps after the prompt.
+# With DEVICE_CHECK_DECODE_PROFILE=1: every kernel of a few Q4_0 decode steps, as the fused step graph runs them
+# (Nsight Compute profiles each kernel node of a graph alone), summed per kernel for the steps after the prompt.
 if [ "${DEVICE_CHECK_DECODE_PROFILE:-0}" = 1 ] && [ -n "$ncu_bin" ]; then
   run "ncu decode step" 120 ncu-decode.txt "$ncu_bin" --clock-control none --csv --page raw --metrics gpu__time_duration.sum,launch__grid_size \
-    --log-file "$out/ncu-decode.csv" "$fastmm" bench --backend cuda:eager --model "$models/smol" --quant-text q4_0 --quant-vision f16 \
+    --log-file "$out/ncu-decode.csv" "$fastmm" bench --backend cuda --model "$models/smol" --quant-text q4_0 --quant-vision f16 \
     --runs 1 --batch 1 --prompt-tokens 8 --decode-tokens 3
   python3 tools/cuda-check/kernel_profile.py decode "$out/ncu-decode.csv" | tee "$out/decode-profile.txt"
 fi

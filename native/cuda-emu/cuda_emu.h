@@ -119,6 +119,13 @@ inline std::common_type_t<A, B> min(A a, B b) { return b < a ? b : a; }
 template <class A, class B>
 inline std::common_type_t<A, B> max(A a, B b) { return a < b ? b : a; }
 
+// Read-only loads through the texture path on a GPU; a plain load here.
+template <class T>
+inline T __ldg(const T* p) { return *p; }
+// Loads cached in L2 only (not L1) on a GPU; a plain load here.
+template <class T>
+inline T __ldcg(const T* p) { return *p; }
+
 inline int __dp4a(int a, int b, int c)
 {
     for (int i = 0; i < 4; i++) c += (int)(int8_t)(a >> (8 * i)) * (int)(int8_t)(b >> (8 * i));
@@ -143,6 +150,9 @@ inline float __uint_as_float(unsigned v) { return fastmm_emu::from_bits<float>(f
 inline float __int_as_float(int v) { return fastmm_emu::from_bits<float>(fastmm_emu::to_bits(v)); }
 inline float __expf(float v) { return expf(v); }
 inline float rsqrtf(float v) { return 1.0f / sqrtf(v); }
+
+// Blocks run one at a time, so every write of an earlier block is visible to a later one without a fence.
+inline void __threadfence() {}
 
 // ---- atomics: blocks run one at a time on one OS thread and fibers switch only at barriers, so plain updates are atomic ----
 template <class T>

@@ -340,70 +340,73 @@ std::string run_grid(const KernelEntry& kernel, dim3 grid, dim3 block, void** pa
     run = &b;
     grid_dim = grid;
     block_dim = block;
-    for (unsigned bz = 0; bz < grid.z; bz++)
-        for (unsigned by = 0; by < grid.y; by++)
-            for (unsigned bx = 0; bx < grid.x; bx++)
+    // Blocks run one after another, in the reverse order too when warps do (a kernel whose last block to finish
+    // does extra work, such as merging the others' results, then has that done by a different block).
+    const unsigned long long blocks = (unsigned long long)grid.x * grid.y * grid.z;
+    const bool reverse_blocks = reverse_order.load(std::memory_order_relaxed) != 0;
+    for (unsigned long long n = 0; n < blocks; n++)
+    {
+        const unsigned long long linear = reverse_blocks ? blocks - 1 - n : n;
+        block_idx = uint3{(unsigned)(linear % grid.x), (unsigned)(linear / grid.x % grid.y), (unsigned)(linear / grid.x / grid.y)};
+        b.live = threads;
+        b.waiting_block = 0;
+        for (int w = 0; w < warps; w++) { b.warp_live[w] = std::min(32, threads - 32 * w); b.warp_waiting[w] = 0; }
+        for (int i = 0; i < threads; i++)
+        {
+            Fiber& f = b.fibers[i];
+            f.context.thread_idx = uint3{(unsigned)(i % block.x), (unsigned)(i / block.x % block.y), (unsigned)(i / (block.x * block.y))};
+            f.context.warp = i / 32;
+            f.context.lane = i % 32;
+            f.state = State::Ready;
+            f.open_group.clear();
+            f.committed.clear();
+            f.sp = new_fiber_stack(stack_top(i));
+        }
+        int done = 0;
+        while (done < threads)
+        {
+            // Warp by warp: each warp runs until all its threads wait at __syncthreads or have exited,
+            // before the next warp starts (a legal GPU schedule, and the one in which a missing barrier
+            // between two warps' accesses shows: one warp's whole phase lands before the other's).
+            bool ran = false;
+            const bool reverse = reverse_order.load(std::memory_order_relaxed) != 0;
+            for (int wi = 0; wi < warps; wi++)
             {
-                block_idx = uint3{bx, by, bz};
-                b.live = threads;
-                b.waiting_block = 0;
-                for (int w = 0; w < warps; w++) { b.warp_live[w] = std::min(32, threads - 32 * w); b.warp_waiting[w] = 0; }
-                for (int i = 0; i < threads; i++)
+                const int w = reverse ? warps - 1 - wi : wi;
+                const int first = w * 32, count = std::min(32, threads - first);
+                for (bool warp_ran = true; warp_ran;)
                 {
-                    Fiber& f = b.fibers[i];
-                    f.context.thread_idx = uint3{(unsigned)(i % block.x), (unsigned)(i / block.x % block.y), (unsigned)(i / (block.x * block.y))};
-                    f.context.warp = i / 32;
-                    f.context.lane = i % 32;
-                    f.state = State::Ready;
-                    f.open_group.clear();
-                    f.committed.clear();
-                    f.sp = new_fiber_stack(stack_top(i));
-                }
-                int done = 0;
-                while (done < threads)
-                {
-                    // Warp by warp: each warp runs until all its threads wait at __syncthreads or have exited,
-                    // before the next warp starts (a legal GPU schedule, and the one in which a missing barrier
-                    // between two warps' accesses shows: one warp's whole phase lands before the other's).
-                    bool ran = false;
-                    const bool reverse = reverse_order.load(std::memory_order_relaxed) != 0;
-                    for (int wi = 0; wi < warps; wi++)
+                    warp_ran = false;
+                    for (int k = 0; k < count; k++)
                     {
-                        const int w = reverse ? warps - 1 - wi : wi;
-                        const int first = w * 32, count = std::min(32, threads - first);
-                        for (bool warp_ran = true; warp_ran;)
-                        {
-                            warp_ran = false;
-                            for (int k = 0; k < count; k++)
-                            {
-                                Fiber& f = b.fibers[first + (reverse ? count - 1 - k : k)];
-                                if (f.state != State::Ready) continue;
-                                ran = warp_ran = true;
-                                running = &f;
-                                current = &f.context;
-                                fastmm_emu_switch(&b.scheduler_sp, f.sp);
-                                if (f.state == State::Done) done++;
-                            }
-                        }
-                    }
-                    if (!b.fault.empty())
-                    {
-                        run = nullptr;
-                        return b.fault + " (" + kernel.name + " block (" + std::to_string(bx) + ", " + std::to_string(by) + ", " +
-                               std::to_string(bz) + "))";
-                    }
-                    if (!ran && done < threads)
-                    {
-                        int at_block = 0, at_warp = 0;
-                        for (auto& f : b.fibers) { at_block += f.state == State::WaitBlock; at_warp += f.state == State::WaitWarp; }
-                        run = nullptr;
-                        return "deadlock in " + kernel.name + " block (" + std::to_string(bx) + ", " + std::to_string(by) + ", " +
-                               std::to_string(bz) + "): " + std::to_string(at_block) + " threads wait at __syncthreads, " +
-                               std::to_string(at_warp) + " at a warp operation, " + std::to_string(done) +
-                               " have exited (threads of one block or warp reach different barriers)";
+                        Fiber& f = b.fibers[first + (reverse ? count - 1 - k : k)];
+                        if (f.state != State::Ready) continue;
+                        ran = warp_ran = true;
+                        running = &f;
+                        current = &f.context;
+                        fastmm_emu_switch(&b.scheduler_sp, f.sp);
+                        if (f.state == State::Done) done++;
                     }
                 }
             }
+            if (!b.fault.empty())
+            {
+                run = nullptr;
+                return b.fault + " (" + kernel.name + " block (" + std::to_string(block_idx.x) + ", " + std::to_string(block_idx.y) + ", " +
+                       std::to_string(block_idx.z) + "))";
+            }
+            if (!ran && done < threads)
+            {
+                int at_block = 0, at_warp = 0;
+                for (auto& f : b.fibers) { at_block += f.state == State::WaitBlock; at_warp += f.state == State::WaitWarp; }
+                run = nullptr;
+                return "deadlock in " + kernel.name + " block (" + std::to_string(block_idx.x) + ", " + std::to_string(block_idx.y) + ", " +
+                       std::to_string(block_idx.z) + "): " + std::to_string(at_block) + " threads wait at __syncthreads, " +
+                       std::to_string(at_warp) + " at a warp operation, " + std::to_string(done) +
+                       " have exited (threads of one block or warp reach different barriers)";
+            }
+        }
+    }
     run = nullptr;
     return "";
 }

@@ -7,9 +7,10 @@ namespace FastMM.Cuda;
 /// Decode steps as CUDA graphs (<see cref="IStepGraphs"/>). Inside a step nothing reaches the driver: launches and
 /// device copies are recorded, tensors and scratch come from a bump arena whose addresses repeat from step to step,
 /// and uploads are staged in pinned host memory (a block table, length or slots once per step) whose device mirror is filled by one
-/// copy at the start of the step. At Commit a peephole pass fuses each residual add into the norm that follows it,
-/// each decode GEMV's activation quantization into the norm, SwiGLU or attention merge that produced its input, and
-/// each KV append into the RoPE launch before it; then the recording is compared with the one the current graph was captured from: equal (same kernels, grids and
+/// copy at the start of the step. At Commit a peephole pass fuses each residual add into the quantized GEMV before it
+/// (or the norm after it), each decode GEMV's activation quantization into the norm, SwiGLU or attention that
+/// produced its input and then that norm or SwiGLU into the GEMV, and each KV append into the RoPE launch before
+/// it (<see cref="FuseRecorded"/>); then the recording is compared with the one the current graph was captured from: equal (same kernels, grids and
 /// argument bytes, same staged length; only the staged bytes differ) means one cuGraphLaunch, whose copy node reads
 /// the new staged bytes. Anything else is captured anew (stream capture of the recorded work, instantiate, launch).
 /// Per-token values therefore never travel as kernel arguments in a step: they are uploaded (slots, sequence
@@ -434,10 +435,15 @@ public sealed unsafe partial class CudaBackend : IStepGraphs
 
     /// <summary>
     /// Peephole fusion over a recorded step, in one pass (kept ops are compacted in place):
-    /// add_broadcast(h, o) (no broadcast) followed by a norm of h becomes the norm alone with the residual fused,
-    /// norm(x = o, residual = h, sum_out = h), which stores h + o into h (the same float sum) and normalises it; and
-    /// rms_norm or swiglu writing y, followed by quantize_activations_q8_1 of exactly y, becomes the producer alone with
-    /// its quantizing outputs set (the same quantize_q8_1_lane arithmetic, so the GEMV reads identical bytes).
+    /// add_broadcast(h, o) (no broadcast) right after a quantized GEMV that wrote o becomes that GEMV adding into h
+    /// as well; otherwise, followed by a norm of h, it becomes the norm alone with the residual fused,
+    /// norm(x = o, residual = h, sum_out = h), which stores h + o into h (the same float sum) and normalises it;
+    /// rms_norm, swiglu or the decode attention writing y, followed by quantize_activations_q8_1 of exactly y, becomes
+    /// the producer alone with its quantizing outputs set (the same quantize_q8_1_lane arithmetic, so the GEMV reads
+    /// identical bytes); and such an rms_norm or swiglu followed by its quantized GEMV becomes the GEMV alone, which
+    /// computes its input itself (<see cref="FuseInputIntoGemv"/>). A Llama layer's decode is then six launches:
+    /// QKV (with the norm), RoPE with the KV append, attention, O (with the residual add), gate/up (with the norm),
+    /// down (with SwiGLU and the residual add).
     /// </summary>
     private static void FuseRecorded(Recording r)
     {
@@ -451,6 +457,8 @@ public sealed unsafe partial class CudaBackend : IStepGraphs
                 StepOp previous = ops[kept - 1];
                 if (FuseResidualIntoNorm(r, previous, op)) { ops[kept - 1] = op; continue; }
                 if (FuseQuantizeIntoProducer(r, previous, op)) continue;
+                if (FuseInputIntoGemv(r, previous, op)) { ops[kept - 1] = op; continue; }
+                if (FuseResidualIntoGemv(r, previous, op)) continue;
                 if (FuseKvAppendIntoRope(r, previous, op)) continue;
             }
             ops[kept++] = op;
@@ -490,9 +498,14 @@ public sealed unsafe partial class CudaBackend : IStepGraphs
             case CudaKernelNames.SwiGlu:  // gate_up, y, rows (long long), inter, xq, xds
                 yAt = 1; xqAt = 4; rows = (long)p[2].Bits; width = p[3].Int32;
                 break;
-            case CudaKernelNames.AttentionDecodeReduce: // acc, max, sum, out, heads, head_dim, splits, xq, xds (grid.y = batch)
-                yAt = 3; xqAt = 7; rows = producer.Grid.Y; width = (long)p[4].Int32 * p[5].Int32;
-                if (p[5].Int32 % QuantBlock != 0) return false;
+            case CudaKernelNames.AttentionDecodePagedF32: // q, q_stride, k, v, kv_stride, table, table_stride, seq_lens, block_size,
+                                                          // acc, max, sum, out, counters, heads, kv_heads, head_dim, scale, xq, xds (grid.z = batch)
+                yAt = 12; xqAt = 18; rows = producer.Grid.Z; width = (long)p[14].Int32 * p[16].Int32;
+                if (p[16].Int32 % QuantBlock != 0) return false;
+                break;
+            case CudaKernelNames.AttentionDecodePagedInt8: // as F32 with k_scale, v_scale after kv_stride
+                yAt = 14; xqAt = 20; rows = producer.Grid.Z; width = (long)p[16].Int32 * p[18].Int32;
+                if (p[18].Int32 % QuantBlock != 0) return false;
                 break;
             default:
                 return false;
@@ -500,6 +513,81 @@ public sealed unsafe partial class CudaBackend : IStepGraphs
         if (p[yAt].Bits != q[0].Bits || p[xqAt].Bits != 0 || rows != m || width != k || k % QuantBlock != 0) return false;
         p[xqAt] = q[1];
         p[xqAt + 1] = q[2];
+        return true;
+    }
+
+    // Quantized decode GEMVs: xq, xds, qs, d, bias, y, M, N, K, act, then the fusable tail residual, input kind, src,
+    // norm_weight, eps, out (linear_int4g_gemv has w, scale_min, group in place of qs, d: its tail starts one later).
+    private static int GemvTailAt(in StepOp op) => op.Function!.Name switch
+    {
+        CudaKernelNames.LinearQ8_0Gemv or CudaKernelNames.LinearQ4_0Gemv => 10,
+        CudaKernelNames.LinearInt4GroupGemv => 11,
+        _ => -1,
+    };
+
+    /// <summary>The kernels' kGemvPrologueValues: the M·K int8 activations a GEMV block can build in shared memory.</summary>
+    private const long GemvPrologueValues = 8192;
+    /// <summary>
+    /// Every block of a fused GEMV re-reads the producer's input rows (8 bytes per value: x and the norm weight, or
+    /// gate and up), from L2. Fused only while that is small beside one launch (SmolLM2-135M's gate/up GEMV: 3.5 MB);
+    /// wider outputs (an LM head) keep the separate launch.
+    /// </summary>
+    private const long GemvPrologueRereadBytes = 4L << 20;
+
+    /// <summary>
+    /// rms_norm_f32 (no residual; 128 threads, the GEMV's block size, so the sum of squares is reduced in the same
+    /// order) or swiglu_f32 that quantized its output for exactly this quantized GEMV becomes the GEMV alone, which
+    /// computes and quantizes its input itself (block 0 still stores the float rows the producer wrote).
+    /// </summary>
+    private static bool FuseInputIntoGemv(Recording r, in StepOp producer, in StepOp gemv)
+    {
+        int t = GemvTailAt(gemv);
+        if (t < 0) return false;
+        var g = r.Args.AsSpan(gemv.ArgStart, gemv.ArgCount);
+        var p = r.Args.AsSpan(producer.ArgStart, producer.ArgCount);
+        long m = g[t - 4].Int32, n = g[t - 3].Int32, k = g[t - 2].Int32;
+        if (g[t + 1].Int32 != 0 || m * k > GemvPrologueValues || Ceil(n, GemvRowsPerBlock) * m * k * 8 > GemvPrologueRereadBytes) return false;
+        switch (producer.Function!.Name)
+        {
+            case CudaKernelNames.RmsNorm: // x, residual, sum_out, weight, y, rows, d, eps, xq, xds
+                if (p[1].Bits != 0 || p[2].Bits != 0 || p[4].Bits == p[0].Bits || producer.Block.X != GemvThreads
+                    || p[8].Bits != g[0].Bits || p[9].Bits != g[1].Bits || p[5].Int32 != m || p[6].Int32 != k)
+                    return false;
+                g[t + 1] = 1;
+                g[t + 2] = p[0];
+                g[t + 3] = p[3];
+                g[t + 4] = p[7];
+                g[t + 5] = p[4];
+                return true;
+            case CudaKernelNames.SwiGlu:  // gate_up, y, rows (long long), inter, xq, xds
+                if (p[4].Bits != g[0].Bits || p[5].Bits != g[1].Bits || (long)p[2].Bits != m || p[3].Int32 != k) return false;
+                g[t + 1] = 2;
+                g[t + 2] = p[0];
+                g[t + 5] = p[1];
+                return true;
+            default:
+                return false;
+        }
+    }
+
+    /// <summary>A quantized GEMV writing o followed by add_broadcast(h, o) (no broadcast) becomes the GEMV adding each output into h too.</summary>
+    private static bool FuseResidualIntoGemv(Recording r, in StepOp gemv, in StepOp add)
+    {
+        int t = GemvTailAt(gemv);
+        if (t < 0 || add.Function!.Name != CudaKernelNames.AddBroadcast) return false;
+        var g = r.Args.AsSpan(gemv.ArgStart, gemv.ArgCount);
+        var a = r.Args.AsSpan(add.ArgStart, add.ArgCount);     // x, y, n, period
+        long m = g[t - 4].Int32, outputs = m * g[t - 3].Int32;
+        if (a[2].Bits != a[3].Bits || a[1].Bits != g[t - 5].Bits || a[0].Bits == a[1].Bits || (ulong)outputs != a[2].Bits || g[t].Bits != 0) return false;
+        // A GEMV that computes its own input reads src in every block: adding into it from other blocks would race.
+        int kind = g[t + 1].Int32;
+        if (kind != 0)
+        {
+            ulong src = g[t + 2].Bits, srcBytes = (ulong)(m * g[t - 2].Int32 * (kind == 2 ? 2 : 1) * sizeof(float));
+            ulong h = a[0].Bits, hBytes = (ulong)outputs * sizeof(float);
+            if (src < h + hBytes && h < src + srcBytes) return false;
+        }
+        g[t] = a[0];
         return true;
     }
 

@@ -12,9 +12,9 @@ public enum CudaWeightFormat
 {
     F32,
     F16,
-    /// <summary>GGUF Q8_0 blocks as stored: fp16 d + 32 int8 (34 bytes per 32 weights).</summary>
+    /// <summary>GGUF Q8_0 (fp16 d + 32 int8 per 32 weights) split into planes: all blocks' int8 quants, then their d.</summary>
     Q8_0,
-    /// <summary>GGUF Q4_0 blocks as stored: fp16 d + 16 bytes of nibbles (18 bytes per 32 weights).</summary>
+    /// <summary>GGUF Q4_0 (fp16 d + 16 bytes of nibbles per 32 weights) split into planes: all blocks' nibbles, then their d.</summary>
     Q4_0,
     /// <summary>Group-wise asymmetric INT4: nibbles [N, K/2] packed like Q4_0 per 32 weights, half2 (scale, min) per group.</summary>
     Int4Group,
@@ -32,13 +32,17 @@ public sealed unsafe partial class CudaBackend : IBackend, IDeviceBandwidth, IDe
     private const int GemvMaxRows = 8;   // kernels' kGemvMaxRows: more rows than this take the GEMM path
     private const int QuantBlock = 32;
     private const int GemvRowsPerBlock = 4;
+    private const int GemvThreads = 32 * GemvRowsPerBlock;
     private const int MaxHeadDim = 128;
     private const int DecodeGroupPerBlock = 16;
-    private const int WeightPadding = 16;  // the GEMV's 16-byte staging loads may read past a weight's last byte
+    /// <summary>Split counters of the decode attention: one per (sequence, KV head, group slice) of a launch.</summary>
+    private const int DecodeSplitCounters = 1 << 16;
 
     private readonly CudaContext _context;
     private readonly CudaStream _stream;
     private readonly CudaKernels _kernels;
+    /// <summary>Zeroed once; each decode attention launch leaves the counters it used at zero again.</summary>
+    private readonly DeviceMemory _splitCounters;
     private PinnedHostMemory? _staging;
     private int[] _paddedTable = new int[64];
 
@@ -73,8 +77,18 @@ public sealed unsafe partial class CudaBackend : IBackend, IDeviceBandwidth, IDe
         _context = context;
         _stepGraphs = stepGraphs;
         _stream = context.CreateStream();
-        try { _kernels = CudaKernels.Load(context); }
-        catch { _stream.Dispose(); throw; }
+        try
+        {
+            _kernels = CudaKernels.Load(context);
+            _splitCounters = context.Allocate(DecodeSplitCounters * sizeof(int));
+            context.Clear(_splitCounters.Pointer, _splitCounters.Bytes, _stream);
+        }
+        catch
+        {
+            _kernels?.Dispose();
+            _stream.Dispose();
+            throw;
+        }
     }
 
     /// <summary>
@@ -136,15 +150,14 @@ public sealed unsafe partial class CudaBackend : IBackend, IDeviceBandwidth, IDe
         return new Tensor(this, shape, DType.F32, _context.AllocateOnStream(_stream, bytes));
     }
 
-    /// <summary>Long-lived device copy of host bytes, padded by 16 bytes for the GEMV's 16-byte staging loads.</summary>
+    /// <summary>Long-lived device copy of host bytes.</summary>
     private DeviceMemory UploadWeight(ReadOnlySpan<byte> bytes)
     {
         ThrowIfInStep("a weight upload");
         _context.MakeCurrent();
-        var m = _context.Allocate(bytes.Length + WeightPadding);
+        var m = _context.Allocate(bytes.Length);
         try
         {
-            _context.Clear(m.Pointer, m.Bytes, _stream);
             _context.CopyToDevice(m.Pointer, bytes, _stream);
             return m;
         }
@@ -152,6 +165,52 @@ public sealed unsafe partial class CudaBackend : IBackend, IDeviceBandwidth, IDe
         {
             m.Dispose();
             throw;
+        }
+    }
+
+    /// <summary>
+    /// Quant blocks (a header of scale data, then the quants) uploaded as two planes: every block's quants, then every
+    /// block's header. A GGUF block is 18 or 34 bytes, so its quants are only 2-byte aligned as stored; split, each
+    /// block's quants are 16-byte aligned and the kernels read them with 128-bit loads. Repacked a chunk at a time, so
+    /// a large weight needs no second host copy.
+    /// </summary>
+    private (DeviceMemory Quants, DeviceMemory Headers) UploadBlockPlanes(ReadOnlySpan<byte> blocks, int blockBytes, int headerBytes)
+    {
+        ThrowIfInStep("a weight upload");
+        _context.MakeCurrent();
+        const int ChunkBlocks = 1 << 14;  // 256–544 KB of quants per copy
+        int count = blocks.Length / blockBytes, quantBytes = blockBytes - headerBytes;
+        var quants = _context.Allocate((long)count * quantBytes);
+        DeviceMemory? headers = null;
+        byte[] quantChunk = System.Buffers.ArrayPool<byte>.Shared.Rent(ChunkBlocks * quantBytes);
+        byte[] headerChunk = System.Buffers.ArrayPool<byte>.Shared.Rent(ChunkBlocks * headerBytes);
+        try
+        {
+            headers = _context.Allocate((long)count * headerBytes);
+            for (int first = 0; first < count; first += ChunkBlocks)
+            {
+                int n = Math.Min(ChunkBlocks, count - first);
+                for (int i = 0; i < n; i++)
+                {
+                    var block = blocks.Slice((first + i) * blockBytes, blockBytes);
+                    block[..headerBytes].CopyTo(headerChunk.AsSpan(i * headerBytes));
+                    block[headerBytes..].CopyTo(quantChunk.AsSpan(i * quantBytes));
+                }
+                _context.CopyToDevice(quants.Pointer + (ulong)first * (ulong)quantBytes, quantChunk.AsSpan(0, n * quantBytes), _stream);
+                _context.CopyToDevice(headers.Pointer + (ulong)first * (ulong)headerBytes, headerChunk.AsSpan(0, n * headerBytes), _stream);
+            }
+            return (quants, headers);
+        }
+        catch
+        {
+            quants.Dispose();
+            headers?.Dispose();
+            throw;
+        }
+        finally
+        {
+            System.Buffers.ArrayPool<byte>.Shared.Return(quantChunk);
+            System.Buffers.ArrayPool<byte>.Shared.Return(headerChunk);
         }
     }
 
@@ -218,20 +277,21 @@ public sealed unsafe partial class CudaBackend : IBackend, IDeviceBandwidth, IDe
     {
         public readonly CudaWeightFormat Format;
         public readonly DeviceMemory Weight;
-        public readonly DeviceMemory? ScaleMin;
+        /// <summary>Q8_0 / Q4_0: the d plane; Int4Group: (scale, min) per group; null for F32 / F16.</summary>
+        public readonly DeviceMemory? Scales;
         public readonly DeviceMemory? Bias;
         public readonly int Group;
 
-        public CudaLinear(CudaWeightFormat format, DeviceMemory weight, DeviceMemory? scaleMin, DeviceMemory? bias, int n, int k, int group = 0)
+        public CudaLinear(CudaWeightFormat format, DeviceMemory weight, DeviceMemory? scales, DeviceMemory? bias, int n, int k, int group = 0)
         {
-            Format = format; Weight = weight; ScaleMin = scaleMin; Bias = bias; Group = group; OutFeatures = n; InFeatures = k;
-            WeightBytes = weight.Bytes - WeightPadding + (scaleMin is null ? 0 : scaleMin.Bytes - WeightPadding);
+            Format = format; Weight = weight; Scales = scales; Bias = bias; Group = group; OutFeatures = n; InFeatures = k;
+            WeightBytes = weight.Bytes + (scales?.Bytes ?? 0);
         }
 
         public override void Dispose()
         {
             Weight.Dispose();
-            ScaleMin?.Dispose();
+            Scales?.Dispose();
             Bias?.Dispose();
         }
     }
@@ -266,31 +326,19 @@ public sealed unsafe partial class CudaBackend : IBackend, IDeviceBandwidth, IDe
     }
 
     /// <summary>
-    /// Q8_0 / Q4_0 blocks upload as they are; group-wise INT4 is split into the kernel's nibble plane and (scale, min)
-    /// plane; plain formats become F16 (tensor-core path) or F32 weights.
+    /// Q8_0 / Q4_0 blocks upload split into a quant plane and a scale plane, group-wise INT4 into the kernel's nibble
+    /// plane and (scale, min) plane; plain formats become F16 (tensor-core path) or F32 weights.
     /// </summary>
     public LinearWeight Linear(QuantizedMatrix weight, ReadOnlySpan<float> bias)
     {
         int n = weight.Rows, k = weight.Columns;
         switch (weight.Type)
         {
-            case QuantType.Q8_0: return LinearGguf(weight.Bytes, CudaWeightFormat.Q8_0, n, k, bias);
-            case QuantType.Q4_0: return LinearGguf(weight.Bytes, CudaWeightFormat.Q4_0, n, k, bias);
+            case QuantType.Q8_0: return LinearFromBlocks(CudaWeightFormat.Q8_0, weight.Bytes, 34, 2, QuantBlock, n, k, bias);
+            case QuantType.Q4_0: return LinearFromBlocks(CudaWeightFormat.Q4_0, weight.Bytes, 18, 2, QuantBlock, n, k, bias);
             case QuantType.Int4G32 or QuantType.Int4G64 or QuantType.Int4G128:
-                {
-                    int group = weight.Format.BlockElements, groupBytes = weight.Format.BlockBytes, groups = k / group;
-                    var nibbles = new byte[(long)n * k / 2];
-                    var scaleMin = new Half[(long)n * groups * 2];
-                    var src = weight.Bytes;
-                    for (long g = 0; g < (long)n * groups; g++)
-                    {
-                        var block = src.Slice((int)(g * groupBytes), groupBytes);
-                        scaleMin[2 * g] = MemoryMarshal.Read<Half>(block);
-                        scaleMin[2 * g + 1] = MemoryMarshal.Read<Half>(block[2..]);
-                        block[4..].CopyTo(nibbles.AsSpan((int)(g * (group / 2)), group / 2));
-                    }
-                    return LinearInt4Grouped(nibbles, scaleMin, group, n, k, bias);
-                }
+                // half2 (scale, min), then the group's nibbles packed like Q4_0 per 32 weights
+                return LinearFromBlocks(CudaWeightFormat.Int4Group, weight.Bytes, weight.Format.BlockBytes, 4, weight.Format.BlockElements, n, k, bias);
             default:
                 {
                     var floats = weight.DequantizeAll();
@@ -305,40 +353,26 @@ public sealed unsafe partial class CudaBackend : IBackend, IDeviceBandwidth, IDe
         }
     }
 
-    /// <summary>A Linear from GGUF Q8_0 or Q4_0 blocks exactly as stored in the file ([N] rows of K/32 blocks).</summary>
-    public LinearWeight LinearGguf(ReadOnlySpan<byte> blocks, CudaWeightFormat format, int outFeatures, int inFeatures, ReadOnlySpan<float> bias)
-    {
-        int blockBytes = format switch
-        {
-            CudaWeightFormat.Q8_0 => 34,
-            CudaWeightFormat.Q4_0 => 18,
-            _ => throw new ArgumentException($"LinearGguf: {format} is not a GGUF block format", nameof(format)),
-        };
-        if (inFeatures % QuantBlock != 0) throw new FastMMException($"{format}: in-features {inFeatures} is not a multiple of {QuantBlock}");
-        long expected = (long)outFeatures * (inFeatures / QuantBlock) * blockBytes;
-        if (blocks.Length != expected) throw new FastMMException($"{format}: {blocks.Length} bytes, expected {expected} for {outFeatures}x{inFeatures}");
-        return new CudaLinear(format, UploadWeight(blocks), null, UploadBias(bias, outFeatures, format.ToString()), outFeatures, inFeatures);
-    }
-
     /// <summary>
-    /// A group-wise asymmetric INT4 Linear: <paramref name="nibbles"/> [N, K/2] (each 32 weights packed like Q4_0),
-    /// <paramref name="scaleMin"/> [N, K/group, 2] as (scale, min); weight = q·scale + min.
+    /// A Linear from quant blocks as a <see cref="QuantizedMatrix"/> holds them ([N] rows of blocks, each a header of
+    /// scale data then the quants: GGUF Q8_0 / Q4_0, or INT4 with (scale, min) per group), split on upload into the
+    /// kernels' quant and scale planes.
     /// </summary>
-    public LinearWeight LinearInt4Grouped(ReadOnlySpan<byte> nibbles, ReadOnlySpan<Half> scaleMin, int group, int outFeatures, int inFeatures, ReadOnlySpan<float> bias)
+    private CudaLinear LinearFromBlocks(CudaWeightFormat format, ReadOnlySpan<byte> blocks, int blockBytes, int headerBytes, int group,
+        int outFeatures, int inFeatures, ReadOnlySpan<float> bias)
     {
-        if (group is not (32 or 64 or 128)) throw new FastMMException($"INT4: group size {group} (32, 64 or 128 are supported)");
-        if (inFeatures % group != 0) throw new FastMMException($"INT4: in-features {inFeatures} is not a multiple of the group size {group}");
-        if (nibbles.Length != (long)outFeatures * inFeatures / 2 || scaleMin.Length != (long)outFeatures * (inFeatures / group) * 2)
-            throw new FastMMException($"INT4: {nibbles.Length} nibble bytes and {scaleMin.Length} scale/min values do not fit {outFeatures}x{inFeatures}, group {group}");
-        var w = UploadWeight(nibbles);
+        if (inFeatures % group != 0) throw new FastMMException($"{format}: in-features {inFeatures} is not a multiple of the block size {group}");
+        long expected = (long)outFeatures * (inFeatures / group) * blockBytes;
+        if (blocks.Length != expected) throw new FastMMException($"{format}: {blocks.Length} bytes, expected {expected} for {outFeatures}x{inFeatures}");
+        var b = UploadBias(bias, outFeatures, format.ToString());
         try
         {
-            var sm = UploadWeight(MemoryMarshal.AsBytes(scaleMin));
-            return new CudaLinear(CudaWeightFormat.Int4Group, w, sm, UploadBias(bias, outFeatures, "INT4"), outFeatures, inFeatures, group);
+            var (quants, scales) = UploadBlockPlanes(blocks, blockBytes, headerBytes);
+            return new CudaLinear(format, quants, scales, b, outFeatures, inFeatures, group);
         }
         catch
         {
-            w.Dispose();
+            b?.Dispose();
             throw;
         }
     }
@@ -373,8 +407,8 @@ public sealed unsafe partial class CudaBackend : IBackend, IDeviceBandwidth, IDe
                 {
                     var (grid, threads) = TensorCoreTiles(m, n);
                     if (lw.Format == CudaWeightFormat.Int4Group)
-                        Launch(K.LinearInt4GroupGemm, grid, threads, P(xp), P(wp), P(Ptr(lw.ScaleMin)), lw.Group, P(bp), P(yp), m, n, k, a);
-                    else Launch(lw.Format == CudaWeightFormat.Q8_0 ? K.LinearQ8_0Gemm : K.LinearQ4_0Gemm, grid, threads, P(xp), P(wp), P(bp), P(yp), m, n, k, a);
+                        Launch(K.LinearInt4GroupGemm, grid, threads, P(xp), P(wp), P(Ptr(lw.Scales)), lw.Group, P(bp), P(yp), m, n, k, a);
+                    else Launch(lw.Format == CudaWeightFormat.Q8_0 ? K.LinearQ8_0Gemm : K.LinearQ4_0Gemm, grid, threads, P(xp), P(wp), P(Ptr(lw.Scales)), P(bp), P(yp), m, n, k, a);
                 }
                 break;
             default:
@@ -384,10 +418,13 @@ public sealed unsafe partial class CudaBackend : IBackend, IDeviceBandwidth, IDe
                 {
                     Launch(K.QuantizeActivations, Ceil((long)m * k, 256), 256, P(xp), P(xq.Pointer), P(xds.Pointer), m, k);
                     int blocks = Ceil(n, GemvRowsPerBlock);
+                    // Trailing arguments: no residual, input kind 0 (the quantized activations) and its unused operands;
+                    // a recorded decode step may fuse the producer of x and a following residual add into them.
                     if (lw.Format == CudaWeightFormat.Int4Group)
-                        Launch(K.LinearInt4GroupGemv, blocks, 128, P(xq.Pointer), P(xds.Pointer), P(wp), P(Ptr(lw.ScaleMin)), lw.Group, P(bp), P(yp), m, n, k, a);
-                    else Launch(lw.Format == CudaWeightFormat.Q8_0 ? K.LinearQ8_0Gemv : K.LinearQ4_0Gemv, blocks, 128,
-                        P(xq.Pointer), P(xds.Pointer), P(wp), P(bp), P(yp), m, n, k, a);
+                        Launch(K.LinearInt4GroupGemv, blocks, GemvThreads, P(xq.Pointer), P(xds.Pointer), P(wp), P(Ptr(lw.Scales)), lw.Group, P(bp), P(yp), m, n, k, a,
+                            P(0), 0, P(0), P(0), 0f, P(0));
+                    else Launch(lw.Format == CudaWeightFormat.Q8_0 ? K.LinearQ8_0Gemv : K.LinearQ4_0Gemv, blocks, GemvThreads,
+                        P(xq.Pointer), P(xds.Pointer), P(wp), P(Ptr(lw.Scales)), P(bp), P(yp), m, n, k, a, P(0), 0, P(0), P(0), 0f, P(0));
                 }
                 break;
         }
@@ -432,7 +469,8 @@ public sealed unsafe partial class CudaBackend : IBackend, IDeviceBandwidth, IDe
         int d = x.Dim(-1), rows = (int)(x.Length / d);
         if (weight.Length != d) throw new ArgumentException($"RmsNorm: weight {weight} does not match width {d}");
         var y = New((int[])x.Shape.Clone());
-        Launch(K.RmsNorm, rows, 256, P(Ptr(x)), P(0), P(0), P(Ptr(weight)), P(Ptr(y)), rows, d, eps, P(0), P(0));
+        // 128 threads, as the decode GEMVs that normalise their own input inside a step (norm_row.cuh): same bits.
+        Launch(K.RmsNorm, rows, GemvThreads, P(Ptr(x)), P(0), P(0), P(Ptr(weight)), P(Ptr(y)), rows, d, eps, P(0), P(0));
         return y;
     }
 
@@ -681,9 +719,9 @@ public sealed unsafe partial class CudaBackend : IBackend, IDeviceBandwidth, IDe
             return o;
         }
 
-        // Decode: split the sequence so that about two blocks per SM are busy, then merge the splits. The split count
-        // moves only at powers of two of the length (each kernel divides its own length), so a recorded decode graph
-        // stays valid across tokens.
+        // Decode: split the sequence so that about two blocks per SM are busy; the last split of each KV head to finish
+        // merges them (one launch). The split count moves only at powers of two of the length (each kernel divides its
+        // own length), so a recorded decode graph stays valid across tokens.
         int slices = Ceil(qHeads / c.KvHeads, DecodeGroupPerBlock);
         int splits = Math.Min(Math.Clamp(Ceil(2L * _context.Multiprocessors, c.KvHeads * slices), 1, 1024),
             (int)System.Numerics.BitOperations.RoundUpToPowerOf2((uint)Ceil(tk, 32)));
@@ -692,16 +730,16 @@ public sealed unsafe partial class CudaBackend : IBackend, IDeviceBandwidth, IDe
         using var partialMax = NewScratch((long)qHeads * splits * sizeof(float));
         using var partialSum = NewScratch((long)qHeads * splits * sizeof(float));
         var decodeGrid = new Dim3((uint)splits, (uint)(c.KvHeads * slices), 1);
+        if (decodeGrid.Y > DecodeSplitCounters)
+            throw new FastMMException($"CachedAttention: {c.KvHeads} KV heads in {slices} slices exceed the decode kernel's {DecodeSplitCounters} split counters");
         if (int8)
             Launch(K.AttentionDecodePagedInt8, decodeGrid, 128, P(Ptr(qkv)), width, P(k), P(v), kvw, P(c.KScale(layer)), P(c.VScale(layer)),
                 P(table.Pointer), tableLength, P(seqLen.Pointer), c.BlockSize, P(partialAcc.Pointer), P(partialMax.Pointer),
-                P(partialSum.Pointer), qHeads, c.KvHeads, d, scale);
+                P(partialSum.Pointer), P(Ptr(o)), P(_splitCounters.Pointer), qHeads, c.KvHeads, d, scale, P(0), P(0));
         else
             Launch(K.AttentionDecodePagedF32, decodeGrid, 128, P(Ptr(qkv)), width, P(k), P(v), kvw,
                 P(table.Pointer), tableLength, P(seqLen.Pointer), c.BlockSize, P(partialAcc.Pointer), P(partialMax.Pointer),
-                P(partialSum.Pointer), qHeads, c.KvHeads, d, scale);
-        Launch(K.AttentionDecodeReduce, new Dim3((uint)qHeads, 1), 128, P(partialAcc.Pointer), P(partialMax.Pointer), P(partialSum.Pointer),
-            P(Ptr(o)), qHeads, d, splits, P(0), P(0));
+                P(partialSum.Pointer), P(Ptr(o)), P(_splitCounters.Pointer), qHeads, c.KvHeads, d, scale, P(0), P(0));
         return o;
     }
 
@@ -821,6 +859,7 @@ public sealed unsafe partial class CudaBackend : IBackend, IDeviceBandwidth, IDe
         _stream.Synchronize();
         DisposeSteps();
         _kernels.Dispose();
+        _splitCounters.Dispose();
         _staging?.Dispose();
         _stream.Dispose();
         _context.Dispose();

@@ -15,7 +15,6 @@ public static class CudaKernelNames
     public const string AttentionKvToF16Int8 = "attention_kv_to_f16_int8";
     public const string AttentionDecodePagedF32 = "attention_decode_paged_f32";
     public const string AttentionDecodePagedInt8 = "attention_decode_paged_int8";
-    public const string AttentionDecodeReduce = "attention_decode_reduce";
 
     public const string Activation = "activation_f32";
     public const string AddBroadcast = "add_broadcast_f32";
@@ -57,7 +56,7 @@ public static class CudaKernelNames
     /// <summary>kernels/NAME.cu → its entry points.</summary>
     public static readonly IReadOnlyDictionary<string, string[]> ByFile = new Dictionary<string, string[]>
     {
-        ["attention"] = [AttentionPrefillHd64, AttentionPrefillHd128, AttentionKvToF16, AttentionKvToF16Int8, AttentionDecodePagedF32, AttentionDecodePagedInt8, AttentionDecodeReduce],
+        ["attention"] = [AttentionPrefillHd64, AttentionPrefillHd128, AttentionKvToF16, AttentionKvToF16Int8, AttentionDecodePagedF32, AttentionDecodePagedInt8],
         ["elementwise"] = [Activation, AddBroadcast, ScaleBias, SwiGlu, SoftmaxRows, L2NormalizeRows, GatherRows, ScatterRows],
         ["kv_cache"] = [KvAppendF32, KvAppendInt8, KvCopyBlocks],
         ["norms"] = [RmsNorm, LayerNorm],

@@ -238,13 +238,15 @@ def check_attention():
     partial_acc = torch.empty(len(lengths), heads, splits, d, device=DEV)
     partial_max = torch.empty(len(lengths), heads, splits, device=DEV)
     partial_sum = torch.empty(len(lengths), heads, splits, device=DEV)
-    out = torch.empty(len(lengths), heads * d, device=DEV)
+    out = torch.full((len(lengths), heads * d), float("nan"), device=DEV)
+    # One counter per (sequence, KV head slice): the last split to finish merges and leaves its counter at zero.
+    counters = torch.zeros(len(lengths) * kv_heads * slices, dtype=torch.int32, device=DEV)
     refs = torch.cat([attention_ref(q[s].view(1, 1, heads, d), gather(k_pool, s, n), gather(v_pool, s, n), heads, kv_heads,
                                     0.125, True, None)[0] for s, n in enumerate(lengths)])
     launch("attention", "attention_decode_paged_f32", (splits, kv_heads * slices, len(lengths)), 128, q, heads * d, k_pool, v_pool,
-           kvw, tables, blocks_per_seq, seq_lens, bs, partial_acc, partial_max, partial_sum, heads, kv_heads, d, 0.125)
-    launch("attention", "attention_decode_reduce", (heads, len(lengths)), 128, partial_acc, partial_max, partial_sum, out, heads, d, splits, None, None)
-    report("attention_decode_paged_f32 + reduce (lengths 1, 77, 1000; 8 splits)", out, refs, 1e-5)
+           kvw, tables, blocks_per_seq, seq_lens, bs, partial_acc, partial_max, partial_sum, out, counters, heads, kv_heads, d, 0.125, None, None)
+    report("attention_decode_paged_f32, splits merged by the last (lengths 1, 77, 1000; 8 splits)", out, refs, 1e-5)
+    report("attention_decode_paged_f32 leaves its split counters at zero", counters.float(), torch.zeros_like(counters, dtype=torch.float64), 0)
 
     # int8 cache: one scale per (pool row, KV head), as kv_append_int8 writes it.
     def quantize_rows(pool):
@@ -257,16 +259,19 @@ def check_attention():
     v8, v_scale, v_deq = quantize_rows(v_pool)
     refs = torch.cat([attention_ref(q[s].view(1, 1, heads, d), gather(k_deq, s, n), gather(v_deq, s, n), heads, kv_heads,
                                     0.125, True, None)[0] for s, n in enumerate(lengths)])
+    out.fill_(float("nan"))
     launch("attention", "attention_decode_paged_int8", (splits, kv_heads * slices, len(lengths)), 128, q, heads * d, k8, v8, kvw,
-           k_scale, v_scale, tables, blocks_per_seq, seq_lens, bs, partial_acc, partial_max, partial_sum, heads, kv_heads, d, 0.125)
-    launch("attention", "attention_decode_reduce", (heads, len(lengths)), 128, partial_acc, partial_max, partial_sum, out, heads, d, splits, None, None)
-    report("attention_decode_paged_int8 + reduce", out, refs, 1e-5)
-    # The reduction can also write the q8_1 activations of its output (fused quantization for the next GEMV).
+           k_scale, v_scale, tables, blocks_per_seq, seq_lens, bs, partial_acc, partial_max, partial_sum, out, counters, heads, kv_heads,
+           d, 0.125, None, None)
+    report("attention_decode_paged_int8", out, refs, 1e-5)
+    # The merge can also write the q8_1 activations of its output (fused quantization for the next GEMV).
     xq8, xds8 = torch.empty(len(lengths), heads * d, dtype=torch.int8, device=DEV), torch.empty(len(lengths), heads * d // 32, 2, device=DEV)
-    launch("attention", "attention_decode_reduce", (heads, len(lengths)), 128, partial_acc, partial_max, partial_sum, out, heads, d, splits, xq8, xds8)
+    launch("attention", "attention_decode_paged_int8", (splits, kv_heads * slices, len(lengths)), 128, q, heads * d, k8, v8, kvw,
+           k_scale, v_scale, tables, blocks_per_seq, seq_lens, bs, partial_acc, partial_max, partial_sum, out, counters, heads, kv_heads,
+           d, 0.125, xq8, xds8)
     eq8, eds8 = torch.empty_like(xq8), torch.empty_like(xds8)
     launch("quant_matmul", "quantize_activations_q8_1", ceil(out.numel(), 256), 256, out, eq8, eds8, len(lengths), heads * d)
-    report("attention_decode_reduce + q8_1 output", torch.cat([xq8.float().flatten(), xds8.flatten()]), torch.cat([eq8.float().flatten(), eds8.flatten()]), 0)
+    report("attention_decode_paged_int8 + q8_1 output", torch.cat([xq8.float().flatten(), xds8.flatten()]), torch.cat([eq8.float().flatten(), eds8.flatten()]), 0)
 
     qp = randn(tq, heads * d)
     outp = torch.empty(tq, heads * d, device=DEV)
@@ -302,13 +307,14 @@ def check_attention():
 
 # ---------------- matmul ----------------
 
+# Q8_0 / Q4_0 as CudaBackend uploads them: GGUF's blocks split into a quant plane and a d plane (fp16 per block).
+
 def pack_q8_0(w):
     n, k = w.shape
     blocks = w.view(n, k // 32, 32)
     d = (blocks.abs().amax(-1) / 127).half()
     q = torch.round(blocks / d.float().clamp_min(1e-30)[..., None]).clamp(-127, 127).to(torch.int8)
-    raw = torch.cat([d.view(torch.uint8).view(n, k // 32, 2), q.view(torch.uint8)], dim=-1)  # 34 bytes per block
-    return raw.contiguous().view(-1), (q.float() * d.float()[..., None]).view(n, k)
+    return q.view(torch.uint8).contiguous().view(-1), d.contiguous(), (q.float() * d.float()[..., None]).view(n, k)
 
 
 def nibbles(q):
@@ -321,8 +327,7 @@ def pack_q4_0(w):
     blocks = w.view(n, k // 32, 32)
     d = (blocks.abs().amax(-1) / 7).half()
     q = (torch.round(blocks / d.float().clamp_min(1e-30)[..., None]) + 8).clamp(0, 15).to(torch.int32)
-    raw = torch.cat([d.view(torch.uint8).view(n, k // 32, 2), nibbles(q)], dim=-1)  # 18 bytes per block
-    return raw.contiguous().view(-1), ((q - 8).float() * d.float()[..., None]).view(n, k)
+    return nibbles(q).contiguous().view(-1), d.contiguous(), ((q - 8).float() * d.float()[..., None]).view(n, k)
 
 
 def pack_int4_group(w, group):
@@ -337,6 +342,11 @@ def pack_int4_group(w, group):
     return packed, scale_min, (q.float() * scale.float()[..., None] + mn.float()[..., None]).view(n, k)
 
 
+# The quantized GEMVs' trailing arguments when they read quantized activations: no residual, input kind 0, and the
+# fused producers' operands unused (src, norm weight, eps, out).
+GEMV_PLAIN = (None, 0, None, None, 0.0, None)
+
+
 def tc_grid(m, n, threads):
     """Grid of the tensor-core GEMMs for a block size: 256 threads take 128×128 tiles, 128 threads 64×64."""
     tile = 128 if threads == 256 else 64
@@ -346,10 +356,6 @@ def tc_grid(m, n, threads):
 def tc_threads(m, n):
     """The block size CudaBackend.TensorCoreTiles picks: large tiles when their grid has a block per SM."""
     return 256 if ceil(m, 128) * ceil(n, 128) >= torch.cuda.get_device_properties(0).multi_processor_count else 128
-
-
-def padded(raw):
-    return torch.cat([raw, torch.zeros(16, dtype=torch.uint8, device=DEV)])  # the GEMV's staging loads may read 15 bytes past
 
 
 def check_matmul():
@@ -378,12 +384,12 @@ def check_matmul():
             ref = act_ref(x.double() @ packed[-1].double().T + bias.double(), "silu")
             group = int(name[5:]) if name.startswith("int4g") else 0
             kernel_name = "int4g" if group else name
-            extra = (padded(packed[0]), packed[1], group) if group else (padded(packed[0]),)
+            extra = (packed[0], packed[1], group) if group else (packed[0], packed[1])
             if m <= 8:
                 xq = torch.empty(m, k, dtype=torch.int8, device=DEV)
                 xds = torch.empty(m, k // 32, 2, device=DEV)
                 launch("quant_matmul", "quantize_activations_q8_1", ceil(m * k, 256), 256, x, xq, xds, m, k)
-                launch("quant_matmul", f"linear_{kernel_name}_gemv", ceil(n, 4), 128, xq, xds, *extra, bias, y, m, n, k, 4)
+                launch("quant_matmul", f"linear_{kernel_name}_gemv", ceil(n, 4), 128, xq, xds, *extra, bias, y, m, n, k, 4, *GEMV_PLAIN)
                 tol = 2e-2  # int8 activations
             else:
                 for threads in [128, 256]:
@@ -392,16 +398,47 @@ def check_matmul():
                     report(f"linear_{name}_gemm M={m} (silu) tiles {64 if threads == 128 else 128}", y, ref, 3e-3)
                 continue
             report(f"linear_{name} M={m} (silu)", y, ref, tol)
-    # Quantized GEMV rows long enough for several staging passes (257 blocks: 128 + 128 + 1)
-    kl = 8224
-    xl, wl = randn(3, kl), randn(64, kl, scale=0.05)
-    xq = torch.empty(3, kl, dtype=torch.int8, device=DEV)
-    xds = torch.empty(3, kl // 32, 2, device=DEV)
-    launch("quant_matmul", "quantize_activations_q8_1", ceil(3 * kl, 256), 256, xl, xq, xds, 3, kl)
-    for name, packed in [("q8_0", pack_q8_0(wl)), ("q4_0", pack_q4_0(wl))]:
-        y = torch.empty(3, 64, device=DEV)
-        launch("quant_matmul", f"linear_{name}_gemv", ceil(64, 4), 128, xq, xds, padded(packed[0]), None, y, 3, 64, kl, 0)
-        report(f"linear_{name}_gemv M=3 K={kl} (three staging passes)", y, xl.double() @ packed[-1].double().T, 2e-2)
+    # Quantized GEMVs over long rows (260 blocks: two and a bit of the Q4_0 loop's 128-block strides, four and a bit
+    # of Q8_0's 64), all 8 activation rows, and a last block of 4 rows with one row in it
+    kl, nl, ml = 8320, 65, 8
+    xl, wl = randn(ml, kl), randn(nl, kl, scale=0.05)
+    xq = torch.empty(ml, kl, dtype=torch.int8, device=DEV)
+    xds = torch.empty(ml, kl // 32, 2, device=DEV)
+    launch("quant_matmul", "quantize_activations_q8_1", ceil(ml * kl, 256), 256, xl, xq, xds, ml, kl)
+    for name, packed in [("q8_0", pack_q8_0(wl)), ("q4_0", pack_q4_0(wl)), ("int4g128", pack_int4_group(wl, 128))]:
+        y = torch.full((ml, nl), float("nan"), device=DEV)
+        extra = (packed[0], packed[1], 128) if name == "int4g128" else (packed[0], packed[1])
+        kernel_name = "int4g" if name.startswith("int4g") else name
+        launch("quant_matmul", f"linear_{kernel_name}_gemv", ceil(nl, 4), 128, xq, xds, *extra, None, y, ml, nl, kl, 0, *GEMV_PLAIN)
+        report(f"linear_{name}_gemv M={ml} N={nl} K={kl} (loop tails)", y, xl.double() @ packed[-1].double().T, 2e-2)
+
+    # GEMVs that compute their own input, as a recorded decode step fuses them: rms_norm_f32 (128 threads) + q8_1, or
+    # swiglu_f32 + q8_1, then the GEMV, must give the same bytes as the fused GEMV; block 0 stores the producer's float
+    # rows; a residual is added into as well. N = 67: a last block with three idle warps that still take part.
+    for kind, name in [(1, "rms_norm"), (2, "swiglu")]:
+        for fmt in ["q8_0", "q4_0", "int4g64"]:
+            mf, nf, kf = (2, 67, 576) if kind == 1 else (1, 67, 1536)
+            src = randn(mf, kf if kind == 1 else 2 * kf)
+            norm_w = randn(kf) + 1.0
+            wf = randn(nf, kf, scale=0.05)
+            packed = pack_int4_group(wf, 64) if fmt == "int4g64" else (pack_q8_0 if fmt == "q8_0" else pack_q4_0)(wf)
+            extra = (packed[0], packed[1], 64) if fmt == "int4g64" else (packed[0], packed[1])
+            kernel_name = "int4g" if fmt == "int4g64" else fmt
+            xq, xds = torch.empty(mf, kf, dtype=torch.int8, device=DEV), torch.empty(mf, kf // 32, 2, device=DEV)
+            produced = torch.empty(mf, kf, device=DEV)
+            if kind == 1:
+                launch("norms", "rms_norm_f32", mf, 128, src, None, None, norm_w, produced, mf, kf, 1e-6, xq, xds)
+            else:
+                launch("elementwise", "swiglu_f32", ceil(mf * kf, 256), 256, src, produced, I64(mf), kf, xq, xds)
+            residual = randn(mf, nf)
+            expect_y = torch.empty(mf, nf, device=DEV)
+            launch("quant_matmul", f"linear_{kernel_name}_gemv", ceil(nf, 4), 128, xq, xds, *extra, None, expect_y, mf, nf, kf, 0, *GEMV_PLAIN)
+            fused_y, fused_out, fused_residual = torch.full_like(expect_y, float("nan")), torch.full_like(produced, float("nan")), residual.clone()
+            launch("quant_matmul", f"linear_{kernel_name}_gemv", ceil(nf, 4), 128, None, None, *extra, None, fused_y, mf, nf, kf, 0,
+                   fused_residual, kind, src, norm_w if kind == 1 else None, 1e-6, fused_out)
+            report(f"linear_{kernel_name}_gemv computing its {name} input, M={mf} K={kf}: output, stored input, residual",
+                   torch.cat([fused_y.flatten(), fused_out.flatten(), fused_residual.flatten()]),
+                   torch.cat([expect_y.flatten(), produced.flatten(), (residual + expect_y).flatten()]), 0)
 
     # F32 GEMV with K not a multiple of 4 (scalar path) and the SIMT GEMM with an odd K
     for m in [3, 40]:
@@ -435,26 +472,36 @@ def bench_gemv():
     n, k = 14336, 4096
     x = randn(1, k)
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    for name, bytes_per_weight in [("q4_0", 18 / 32), ("q8_0", 34 / 32)]:
+    for name, bytes_per_weight in [("q4_0", 18 / 32), ("q8_0", 34 / 32), ("f16w", 2)]:
         sets = max(2, math.ceil(400e6 / (n * k * bytes_per_weight)))
         w = randn(n, k, scale=0.05)
-        raw = padded((pack_q4_0 if name == "q4_0" else pack_q8_0)(w)[0])
-        raws = [raw] + [raw.clone() for _ in range(sets - 1)]
-        xq, xds, y = torch.empty(1, k, dtype=torch.int8, device=DEV), torch.empty(1, k // 32, 2, device=DEV), torch.empty(1, n, device=DEV)
-        launch("quant_matmul", "quantize_activations_q8_1", ceil(k, 256), 256, x, xq, xds, 1, k)
+        if name == "f16w":
+            weights = [(w.half(),)] + [(w.half(),) for _ in range(sets - 1)]
+            inputs = (x,)
+        else:
+            qs, d, _ = (pack_q4_0 if name == "q4_0" else pack_q8_0)(w)
+            weights = [(qs, d)] + [(qs.clone(), d.clone()) for _ in range(sets - 1)]
+            xq, xds = torch.empty(1, k, dtype=torch.int8, device=DEV), torch.empty(1, k // 32, 2, device=DEV)
+            launch("quant_matmul", "quantize_activations_q8_1", ceil(k, 256), 256, x, xq, xds, 1, k)
+            inputs = (xq, xds)
+        y = torch.empty(1, n, device=DEV)
+
+        def run(i):
+            launch("quant_matmul", f"linear_{name}_gemv", ceil(n, 4), 128, *inputs, *weights[i % sets], None, y, 1, n, k, 0,
+                   *(() if name == "f16w" else GEMV_PLAIN), sync=False)
         # Warm-up long enough for the clocks to ramp (a few hundred ms: the GPU idles at a few hundred MHz; runs that
         # warmed up for ~0.3 ms measured 17 to 55 us for the same kernel), then the median of 7 timed trials.
         reps = 20 * sets
         warm_until = time.perf_counter() + 0.4
         while time.perf_counter() < warm_until:
-            for r in raws:
-                launch("quant_matmul", f"linear_{name}_gemv", ceil(n, 4), 128, xq, xds, r, None, y, 1, n, k, 0, sync=False)
+            for i in range(sets):
+                run(i)
             torch.cuda.synchronize()
         trials = []
         for _ in range(7):
             start.record()
             for i in range(reps):
-                launch("quant_matmul", f"linear_{name}_gemv", ceil(n, 4), 128, xq, xds, raws[i % sets], None, y, 1, n, k, 0, sync=False)
+                run(i)
             end.record()
             torch.cuda.synchronize()
             trials.append(start.elapsed_time(end) / reps)
@@ -472,7 +519,7 @@ def bench_gemv():
         copy_gbs = 2 * copy_src.numel() / copy_ms / 1e6
         print(f"bench linear_{name}_gemv {n}x{k} ({sets} weight sets): {ms * 1e3:.1f} us (median of 7; trials {min(trials) * 1e3:.1f}-{max(trials) * 1e3:.1f}), "
               f"{gbs:.0f} GB/s weights = {100 * gbs / copy_gbs:.0f}% of copy ({copy_gbs:.0f} GB/s read+write)")
-        del raws, raw, copy_src, copy_dst
+        del weights, copy_src, copy_dst
 
 
 # ---------------- norms, rope, elementwise ----------------
@@ -481,11 +528,11 @@ def check_small_ops():
     rows, d = 7, 1000
     x, res, w, bta = randn(rows, d), randn(rows, d), randn(d), randn(d)
     y = torch.empty(rows, d, device=DEV)
-    launch("norms", "rms_norm_f32", rows, 256, x, None, None, w, y, rows, d, 1e-6, None, None)
+    launch("norms", "rms_norm_f32", rows, 128, x, None, None, w, y, rows, d, 1e-6, None, None)
     xd = x.double()
     report("rms_norm_f32", y, xd * torch.rsqrt(xd.pow(2).mean(-1, keepdim=True) + 1e-6) * w.double(), 1e-6)
     residual = res.clone()
-    launch("norms", "rms_norm_f32", rows, 256, x, residual, residual, w, y, rows, d, 1e-6, None, None)  # residual += x in place
+    launch("norms", "rms_norm_f32", rows, 128, x, residual, residual, w, y, rows, d, 1e-6, None, None)  # residual += x in place
     h = (x + res).double()
     report("rms_norm_f32 fused residual (sum_out aliases residual)", torch.cat([y, residual]),
            torch.cat([h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + 1e-6) * w.double(), h]), 1e-6)
@@ -548,7 +595,7 @@ def check_small_ops():
 
     xn, wn = randn(3, 576), randn(576)
     yn, xq, xds = torch.empty(3, 576, device=DEV), torch.empty(3, 576, dtype=torch.int8, device=DEV), torch.empty(3, 18, 2, device=DEV)
-    launch("norms", "rms_norm_f32", 3, 256, xn, None, None, wn, yn, 3, 576, 1e-6, xq, xds)
+    launch("norms", "rms_norm_f32", 3, 128, xn, None, None, wn, yn, 3, 576, 1e-6, xq, xds)
     eq, eds = q8_1(yn, 3, 576)
     report("rms_norm_f32 + q8_1 output", torch.cat([xq.float().flatten(), xds.flatten()]), torch.cat([eq.float().flatten(), eds.flatten()]), 0)
     gs = randn(2, 2 * 1536)

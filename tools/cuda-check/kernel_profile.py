@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Summarises an Nsight Compute CSV (--csv --page raw --metrics gpu__time_duration.sum,launch__grid_size) of a
-`fastmm bench --backend cuda:eager` run, per kernel name, for one unit of work:
+`fastmm bench` run (decode: `--backend cuda`, the fused step graphs; image: `cuda:eager`), per kernel name, for one
+unit of work:
 
     python3 tools/cuda-check/kernel_profile.py decode ncu-decode.csv   # the last two decode steps (SmolVLM bench)
     python3 tools/cuda-check/kernel_profile.py image ncu-image.csv     # the last whole image encode (SigLIP bench)

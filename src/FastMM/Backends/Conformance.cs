@@ -157,10 +157,11 @@ public static class Conformance
     private static void LinearQuantized(Runner r)
     {
         QuantType[] types = [QuantType.Q8_0, QuantType.Q4_0, QuantType.Int4G32, QuantType.Int4G64, QuantType.Int4G128, QuantType.F16, QuantType.BF16];
-        // 19 rows: two full row blocks of 8 and a partial one; K = 8224 (257 blocks): a decode GEMV's row in three passes;
-        // 9 × 16891 outputs: 132 tiles of 128×128, the CUDA GEMM's large-tile shape on GPUs of up to 132 SMs (partial row
-        // and column tiles, an odd width, two k-steps through its two-stage pipeline; smaller products take 64×64 tiles),
-        // for F16 and Q4_0 weights only: ILGPU's CPU accelerator takes ~10 s per format on it.
+        // 19 rows: two full row blocks of 8 and a partial one; K = 8224 (257 blocks): a decode GEMV's row over more than
+        // two of its 128-block strides; 9 × 16891 outputs: 132 tiles of 128×128, the CUDA GEMM's large-tile shape on GPUs
+        // of up to 132 SMs (partial row and column tiles, an odd width, two k-steps through its two-stage pipeline;
+        // smaller products take 64×64 tiles), and for Q4_0 33,782 blocks, which CudaBackend repacks on upload in three
+        // chunks; for F16 and Q4_0 weights only: ILGPU's CPU accelerator takes ~10 s per format on it.
         (int M, int N, int K)[] shapes = [(1, 7, 128), (5, 33, 256), (2, 3, 384), (19, 9, 128), (70, 40, 160), (3, 5, 8224), (9, 16891, 64)];
         int f16From = r.Target.Precision.F16LinearMinRows, i = 0;
         foreach (var type in types)

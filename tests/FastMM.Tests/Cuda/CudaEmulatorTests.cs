@@ -32,6 +32,11 @@ public class CudaEmulatorTests
         var (replays, captures, eager) = backend.StepCounts;
         Assert.Equal(0, eager);
         Assert.True(replays > captures && captures > 0, $"{replays} replays, {captures} captures");
+        // The step after fusion (FuseRecorded): per layer the QKV GEMV with its norm, RoPE with the KV append, the
+        // attention with its merge and quantization, O with the residual add, the norm before the (F32, unfusable)
+        // gate/up GEMV, gate/up, down with SwiGLU and the residual add: 7; plus the embedding gather, the final norm,
+        // the LM head and the one copy of the staged uploads.
+        Assert.Equal(2 * 7 + 4, backend.OpsPerStep);
     }
 
     [Fact]
