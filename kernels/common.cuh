@@ -13,7 +13,9 @@
 // ---- FastMM.Activation, numbered as the C# enum: None, Gelu, GeluTanh, QuickGelu, Silu, Relu ----
 enum FastmmActivation { ACT_NONE = 0, ACT_GELU = 1, ACT_GELU_TANH = 2, ACT_QUICK_GELU = 3, ACT_SILU = 4, ACT_RELU = 5 };
 
-__device__ __forceinline__ float sigmoid_gated(float x, float gate_argument) { return x / (1.0f + expf(-gate_argument)); }
+// 1 + exp(−a) rounded on its own (not folded into expf's last multiply): the CPU's two roundings, and the same bits
+// in every kernel that inlines it (swiglu_f32 and the GEMV that takes over its SwiGLU must agree exactly).
+__device__ __forceinline__ float sigmoid_gated(float x, float gate_argument) { return x / __fadd_rn(1.0f, expf(-gate_argument)); }
 
 // Accurate expf/erfcf (not the __ intrinsics): the CPU backend is the reference and uses full-precision math.
 __device__ __forceinline__ float apply_activation(float x, int act)

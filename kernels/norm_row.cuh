@@ -31,7 +31,8 @@ struct ResidualInput
 constexpr int kNormCached = 8;
 
 // y = h · (1 / sqrt(mean(h²) + eps)) · weight for the row at `base`; store(i, y_i) for each column i (whole warps
-// reach it together when d % 32 == 0, so it may quantize). Every thread of the block must call it.
+// reach it together when d % 32 == 0, so it may quantize). Every thread of the block must call it. Roundings are
+// spelled out (_rn intrinsics) so that no copy of this function is contracted differently from another.
 template <typename Store>
 __device__ __forceinline__ void rms_norm_row(const ResidualInput& in, const float* __restrict__ weight, long long base, int d, float eps,
                                              float* scratch, Store store)
@@ -47,16 +48,16 @@ __device__ __forceinline__ void rms_norm_row(const ResidualInput& in, const floa
         {
             h_cached[u] = in.first_pass(base + i);
             w_cached[u] = weight[i];
-            sq += h_cached[u] * h_cached[u];
+            sq = __fmaf_rn(h_cached[u], h_cached[u], sq);
         }
     }
-    for (int i = cached_end + threadIdx.x; i < d; i += blockDim.x) { const float h = in.first_pass(base + i); sq += h * h; }
+    for (int i = cached_end + threadIdx.x; i < d; i += blockDim.x) { const float h = in.first_pass(base + i); sq = __fmaf_rn(h, h, sq); }
     const float inv = 1.f / sqrtf(block_sum(sq, scratch) / d + eps);
 #pragma unroll
     for (int u = 0; u < kNormCached; u++)
     {
         const int i = threadIdx.x + u * blockDim.x;
-        if (i < cached_end) store(i, __fmul_rn(h_cached[u], inv) * w_cached[u]);
+        if (i < cached_end) store(i, __fmul_rn(__fmul_rn(h_cached[u], inv), w_cached[u]));
     }
-    for (int i = cached_end + threadIdx.x; i < d; i += blockDim.x) store(i, __fmul_rn(in.again(base + i), inv) * weight[i]);
+    for (int i = cached_end + threadIdx.x; i < d; i += blockDim.x) store(i, __fmul_rn(__fmul_rn(in.again(base + i), inv), weight[i]));
 }

@@ -354,9 +354,11 @@ __device__ __forceinline__ void unpack_nibbles(const uint4& packed, uint32_t q[8
 // Quantized weights × q8_1 activations. A format gives each 32-block's quants as kWords 16-byte words of the quant
 // plane, a header (its scale data) loaded beside them and decoded only when used, and the block's contribution
 // to one output from the activations' 32 int8 (x0, x1) and (d, d·Σq).
-struct GemvQ8_0
+// Q8_0 and Q4_0: one fp16 scale per block, in the d plane; BlockDot gives kWords and the block's dot product.
+template <typename BlockDot>
+struct GemvHalfScale
 {
-    static constexpr int kWords = 2;
+    static constexpr int kWords = BlockDot::kWords;
     using Raw = __half;
     using Header = float;
     const __half* d;
@@ -364,20 +366,24 @@ struct GemvQ8_0
     __device__ static __forceinline__ Header decode(Raw raw) { return __half2float(raw); }
     __device__ static __forceinline__ float dot(const uint4 (&q)[kWords], Header scale, int4 x0, int4 x1, float2 ds)
     {
+        return BlockDot::dot(q, scale, x0, x1, ds);
+    }
+};
+
+struct Q8_0Dot
+{
+    static constexpr int kWords = 2;
+    __device__ static __forceinline__ float dot(const uint4 (&q)[kWords], float scale, int4 x0, int4 x1, float2 ds)
+    {
         const uint32_t w[8] = {q[0].x, q[0].y, q[0].z, q[0].w, q[1].x, q[1].y, q[1].z, q[1].w};
         return scale * ds.x * (float)dot_8_words(w, x0, x1);
     }
 };
 
-struct GemvQ4_0
+struct Q4_0Dot
 {
     static constexpr int kWords = 1;
-    using Raw = __half;
-    using Header = float;
-    const __half* d;
-    __device__ __forceinline__ Raw load_header(int n, int kb, int blocks) const { return d[(long long)n * blocks + kb]; }
-    __device__ static __forceinline__ Header decode(Raw raw) { return __half2float(raw); }
-    __device__ static __forceinline__ float dot(const uint4 (&q)[kWords], Header scale, int4 x0, int4 x1, float2 ds)
+    __device__ static __forceinline__ float dot(const uint4 (&q)[kWords], float scale, int4 x0, int4 x1, float2 ds)
     {
         uint32_t w[8];
         unpack_nibbles(q[0], w);
@@ -385,6 +391,9 @@ struct GemvQ4_0
         return scale * (ds.x * (float)dot_8_words(w, x0, x1) - 8.f * ds.y);
     }
 };
+
+using GemvQ8_0 = GemvHalfScale<Q8_0Dot>;
+using GemvQ4_0 = GemvHalfScale<Q4_0Dot>;
 
 struct GemvInt4Group
 {
@@ -521,7 +530,7 @@ __device__ __forceinline__ void gemv_quantized(const int8_t* __restrict__ xq, co
             const long long at = (long long)r * N + n;
             const float v = epilogue_value(total, bias, n, act);
             y[at] = v;
-            if (residual != nullptr) residual[at] += v;
+            if (residual != nullptr) residual[at] = __fadd_rn(residual[at], v);  // never contracted with v's last multiply
         }
     }
 }

@@ -141,6 +141,7 @@ inline unsigned __dp4a(unsigned a, unsigned b, unsigned c)
 // contracting them into fused multiply-adds, which is what the _rn forms promise on the GPU.
 inline float __fmul_rn(float a, float b) { volatile float r = a * b; return r; }
 inline float __fadd_rn(float a, float b) { volatile float r = a + b; return r; }
+inline float __fmaf_rn(float a, float b, float c) { return fmaf(a, b, c); }  // one rounding, as on the GPU
 inline float __fdiv_rn(float a, float b) { volatile float r = a / b; return r; }
 inline float __frcp_rn(float a) { volatile float r = 1.0f / a; return r; }
 inline int __float2int_rn(float v) { return isnan(v) ? 0 : v >= 2147483647.f ? 2147483647 : v <= -2147483648.f ? (-2147483647 - 1) : (int)nearbyintf(v); }

@@ -547,10 +547,13 @@ public sealed unsafe partial class CudaBackend : IStepGraphs
         var p = r.Args.AsSpan(producer.ArgStart, producer.ArgCount);
         long m = g[t - 4].Int32, n = g[t - 3].Int32, k = g[t - 2].Int32;
         if (g[t + 1].Int32 != 0 || m * k > GemvPrologueValues || Ceil(n, GemvRowsPerBlock) * m * k * 8 > GemvPrologueRereadBytes) return false;
+        // Block 0 stores the producer's output while every block reads its input (through the read-only cache): they
+        // must not overlap.
+        static bool Overlap(ulong a, long aBytes, ulong b, long bBytes) => a < b + (ulong)bBytes && b < a + (ulong)aBytes;
         switch (producer.Function!.Name)
         {
             case CudaKernelNames.RmsNorm: // x, residual, sum_out, weight, y, rows, d, eps, xq, xds
-                if (p[1].Bits != 0 || p[2].Bits != 0 || p[4].Bits == p[0].Bits || producer.Block.X != GemvThreads
+                if (p[1].Bits != 0 || p[2].Bits != 0 || Overlap(p[4].Bits, m * k * 4, p[0].Bits, m * k * 4) || producer.Block.X != GemvThreads
                     || p[8].Bits != g[0].Bits || p[9].Bits != g[1].Bits || p[5].Int32 != m || p[6].Int32 != k)
                     return false;
                 g[t + 1] = 1;
@@ -560,7 +563,9 @@ public sealed unsafe partial class CudaBackend : IStepGraphs
                 g[t + 5] = p[4];
                 return true;
             case CudaKernelNames.SwiGlu:  // gate_up, y, rows (long long), inter, xq, xds
-                if (p[4].Bits != g[0].Bits || p[5].Bits != g[1].Bits || (long)p[2].Bits != m || p[3].Int32 != k) return false;
+                if (p[4].Bits != g[0].Bits || p[5].Bits != g[1].Bits || (long)p[2].Bits != m || p[3].Int32 != k
+                    || Overlap(p[1].Bits, m * k * 4, p[0].Bits, m * k * 8))
+                    return false;
                 g[t + 1] = 2;
                 g[t + 2] = p[0];
                 g[t + 5] = p[1];
