@@ -525,6 +525,12 @@ public sealed unsafe partial class CudaBackend : IStepGraphs
         _ => -1,
     };
 
+    /// <summary>The kernels' GemvInputKind: where a quantized decode GEMV takes its activations from.</summary>
+    private enum GemvInput { Quantized = 0, RmsNorm = 1, SwiGlu = 2 }
+
+    /// <summary>Whether the byte ranges [a, a + aBytes) and [b, b + bBytes) of device memory share a byte.</summary>
+    private static bool Overlap(ulong a, long aBytes, ulong b, long bBytes) => a < b + (ulong)bBytes && b < a + (ulong)aBytes;
+
     /// <summary>The kernels' kGemvPrologueValues: the M·K int8 activations a GEMV block can build in shared memory.</summary>
     private const long GemvPrologueValues = 8192;
     /// <summary>
@@ -546,17 +552,18 @@ public sealed unsafe partial class CudaBackend : IStepGraphs
         var g = r.Args.AsSpan(gemv.ArgStart, gemv.ArgCount);
         var p = r.Args.AsSpan(producer.ArgStart, producer.ArgCount);
         long m = g[t - 4].Int32, n = g[t - 3].Int32, k = g[t - 2].Int32;
-        if (g[t + 1].Int32 != 0 || m * k > GemvPrologueValues || Ceil(n, GemvRowsPerBlock) * m * k * 8 > GemvPrologueRereadBytes) return false;
+        if ((GemvInput)g[t + 1].Int32 != GemvInput.Quantized || m * k > GemvPrologueValues
+            || Ceil(n, GemvRowsPerBlock) * m * k * 8 > GemvPrologueRereadBytes)
+            return false;
         // Block 0 stores the producer's output while every block reads its input (through the read-only cache): they
         // must not overlap.
-        static bool Overlap(ulong a, long aBytes, ulong b, long bBytes) => a < b + (ulong)bBytes && b < a + (ulong)aBytes;
         switch (producer.Function!.Name)
         {
             case CudaKernelNames.RmsNorm: // x, residual, sum_out, weight, y, rows, d, eps, xq, xds
                 if (p[1].Bits != 0 || p[2].Bits != 0 || Overlap(p[4].Bits, m * k * 4, p[0].Bits, m * k * 4) || producer.Block.X != GemvThreads
                     || p[8].Bits != g[0].Bits || p[9].Bits != g[1].Bits || p[5].Int32 != m || p[6].Int32 != k)
                     return false;
-                g[t + 1] = 1;
+                g[t + 1] = (int)GemvInput.RmsNorm;
                 g[t + 2] = p[0];
                 g[t + 3] = p[3];
                 g[t + 4] = p[7];
@@ -566,7 +573,7 @@ public sealed unsafe partial class CudaBackend : IStepGraphs
                 if (p[4].Bits != g[0].Bits || p[5].Bits != g[1].Bits || (long)p[2].Bits != m || p[3].Int32 != k
                     || Overlap(p[1].Bits, m * k * 4, p[0].Bits, m * k * 8))
                     return false;
-                g[t + 1] = 2;
+                g[t + 1] = (int)GemvInput.SwiGlu;
                 g[t + 2] = p[0];
                 g[t + 5] = p[1];
                 return true;
@@ -585,13 +592,9 @@ public sealed unsafe partial class CudaBackend : IStepGraphs
         long m = g[t - 4].Int32, outputs = m * g[t - 3].Int32;
         if (a[2].Bits != a[3].Bits || a[1].Bits != g[t - 5].Bits || a[0].Bits == a[1].Bits || (ulong)outputs != a[2].Bits || g[t].Bits != 0) return false;
         // A GEMV that computes its own input reads src in every block: adding into it from other blocks would race.
-        int kind = g[t + 1].Int32;
-        if (kind != 0)
-        {
-            ulong src = g[t + 2].Bits, srcBytes = (ulong)(m * g[t - 2].Int32 * (kind == 2 ? 2 : 1) * sizeof(float));
-            ulong h = a[0].Bits, hBytes = (ulong)outputs * sizeof(float);
-            if (src < h + hBytes && h < src + srcBytes) return false;
-        }
+        var input = (GemvInput)g[t + 1].Int32;
+        long srcBytes = m * g[t - 2].Int32 * (input == GemvInput.SwiGlu ? 2 : 1) * sizeof(float);
+        if (input != GemvInput.Quantized && Overlap(g[t + 2].Bits, srcBytes, a[0].Bits, outputs * sizeof(float))) return false;
         g[t] = a[0];
         return true;
     }

@@ -85,6 +85,7 @@ public sealed unsafe partial class CudaBackend : IBackend, IDeviceBandwidth, IDe
         }
         catch
         {
+            _splitCounters?.Dispose();
             _kernels?.Dispose();
             _stream.Dispose();
             throw;
@@ -422,9 +423,9 @@ public sealed unsafe partial class CudaBackend : IBackend, IDeviceBandwidth, IDe
                     // a recorded decode step may fuse the producer of x and a following residual add into them.
                     if (lw.Format == CudaWeightFormat.Int4Group)
                         Launch(K.LinearInt4GroupGemv, blocks, GemvThreads, P(xq.Pointer), P(xds.Pointer), P(wp), P(Ptr(lw.Scales)), lw.Group, P(bp), P(yp), m, n, k, a,
-                            P(0), 0, P(0), P(0), 0f, P(0));
+                            P(0), (int)GemvInput.Quantized, P(0), P(0), 0f, P(0));
                     else Launch(lw.Format == CudaWeightFormat.Q8_0 ? K.LinearQ8_0Gemv : K.LinearQ4_0Gemv, blocks, GemvThreads,
-                        P(xq.Pointer), P(xds.Pointer), P(wp), P(Ptr(lw.Scales)), P(bp), P(yp), m, n, k, a, P(0), 0, P(0), P(0), 0f, P(0));
+                        P(xq.Pointer), P(xds.Pointer), P(wp), P(Ptr(lw.Scales)), P(bp), P(yp), m, n, k, a, P(0), (int)GemvInput.Quantized, P(0), P(0), 0f, P(0));
                 }
                 break;
         }
