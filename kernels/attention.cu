@@ -17,10 +17,12 @@
 //   attention_prefill_hd64 / attention_prefill_hd128 (head_dim ≤ 64 / ≤ 128; Attention, SelfAttention and
 //     CachedAttention with T > 1): block 128 threads → 64 query rows per block, grid (ceil(tq / 64), heads, batch);
 //     block 256 → 128 rows (half the K/V reads per query; the host takes it when that grid has ≥ 2 blocks per SM),
-//     grid (ceil(tq / 128), heads, batch). 16 query rows per warp; static shared memory 18.4 KB / 34.8 KB. Flash-attention-2 style: Q fragments stay in registers, S = Q·Kᵀ and
-//     O += P·V run on mma.sync m16n8k16 (f16 in, f32 accumulate, ldmatrix fragments) with an online softmax in the
-//     exp2 domain. Tiles of 64 keys of the f16 copies arrive by cp.async: the next tile's K while the block does this
-//     tile's softmax and P·V, its V while the block does the next S.
+//     grid (ceil(tq / 128), heads, batch). 16 query rows per warp. Dynamic shared memory 36 KB / 68 KB
+//     (prefill_shared_bytes; the host sets it, CudaKernelNames.DynamicSharedBytes). Flash-attention-2 style: Q
+//     (pre-scaled by scale·log2 e) stays in registers as A fragments, S = Q·Kᵀ and O += P·V run on mma.sync m16n8k16
+//     (f16 in, f32 accumulate, ldmatrix fragments) with an online softmax in the exp2 domain (ex2.approx). Tiles of 64
+//     keys of the f16 copies go round a two-stage cp.async ring: the next tile's K and V land while the block does
+//     this tile's math, one barrier per tile; only tiles with a hidden key are masked.
 //   attention_decode_paged_f32 / attention_decode_paged_int8 (one new token per sequence):
 //     grid (splits, kv_heads · ceil(group / 16), batch), block 128 threads, ≈ 41 KB static shared memory.
 //     Split-K over the sequence: split s covers keys [s·n, (s+1)·n) of sequence b, n = ceil(seq_lens[b] / splits)
@@ -60,11 +62,12 @@ __device__ __forceinline__ float4 load4(const int8_t* p, float s)
 
 // ---- prefill: each warp owns 16 query rows of the block's 64 or 128 ----
 
-// Q rows [q0, q0 + Rows) of head h as f16 in `tile` (rows ≥ tq and columns ≥ head_dim zero), then this warp's A
-// fragments in registers. Ends with a barrier, so the caller may reuse `tile` at once.
+// Q rows [q0, q0 + Rows) of head h, times scale·log2(e) (so that scores come out in the exp2 domain, for any sign of
+// scale), as f16 in `tile` (rows ≥ tq and columns ≥ head_dim zero), then this warp's A fragments in registers. Ends
+// with a barrier, so the caller may reuse `tile` at once.
 template <int HD, int Rows>
 __device__ __forceinline__ void load_q_fragments(uint32_t (&qa)[HD / 16][4], __half* tile, const float* q, int q_stride, int b, int tq,
-                                                 int q0, int h, int head_dim)
+                                                 int q0, int h, int head_dim, float scale_log2)
 {
     constexpr int kStride = HD + 8, kVecPerRow = HD / 4;
     for (int i = threadIdx.x; i < Rows * kVecPerRow; i += Rows * 2)
@@ -72,7 +75,7 @@ __device__ __forceinline__ void load_q_fragments(uint32_t (&qa)[HD / 16][4], __h
         const int r = i / kVecPerRow, c = (i % kVecPerRow) * 4;
         float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
         if (c < head_dim && q0 + r < tq) v = load4(q + ((long long)b * tq + q0 + r) * q_stride + (long long)h * head_dim + c, 1.f);
-        store_half4(tile + r * kStride + c, v);
+        store_half4(tile + r * kStride + c, make_float4(v.x * scale_log2, v.y * scale_log2, v.z * scale_log2, v.w * scale_log2));
     }
     __syncthreads();
     const int lane = threadIdx.x % FASTMM_WARP;
@@ -102,8 +105,10 @@ __device__ __forceinline__ void scores(float (&s)[8][4], const uint32_t (&qa)[HD
         }
 }
 
-// Scale into the exp2 domain and mask: key_bias (0 or −inf per key of the tile) and, if causal, keys past the row's.
-__device__ __forceinline__ void scale_and_mask(float (&s)[8][4], const float* key_bias, float scale_log2, int n0, int q0, int causal, int causal_offset)
+// Hides the keys of the tile at n0 that a row may not see: past kv_end, key_mask == 0, and (causal) past the row's
+// position. Only tiles that need it call this (the host of the loop decides per tile, for the whole block).
+__device__ __forceinline__ void mask_tile(float (&s)[8][4], const float* key_mask, int b, int tk, int kv_end, int n0, int q0, int causal,
+                                          int causal_offset)
 {
     const int warp = threadIdx.x / FASTMM_WARP, lane = threadIdx.x % FASTMM_WARP, g = lane / 4, t = lane % 4;
 #pragma unroll
@@ -111,16 +116,17 @@ __device__ __forceinline__ void scale_and_mask(float (&s)[8][4], const float* ke
 #pragma unroll
         for (int e = 0; e < 4; e++)
         {
-            const int key = nt * 8 + 2 * t + (e & 1);
+            const int key = n0 + nt * 8 + 2 * t + (e & 1);
             const int row = q0 + warp * 16 + g + 8 * (e >> 1);
-            float x = s[nt][e] * scale_log2 + key_bias[key];
-            if (causal && n0 + key > row + causal_offset) x = -INFINITY;
-            s[nt][e] = x;
+            const bool visible = key < kv_end && (key_mask == nullptr || __ldg(key_mask + (long long)b * tk + key) != 0.f) &&
+                                 !(causal && key > row + causal_offset);
+            if (!visible) s[nt][e] = -INFINITY;
         }
 }
 
-// Online softmax over the tile: rescale what was accumulated by exp2(old max − new max), turn s into probabilities.
-// A quad of 4 lanes shares a row; row_sum stays a per-lane partial, summed over the quad once at the end.
+// Online softmax over the tile (scores already in the exp2 domain): rescale what was accumulated by
+// 2^(old max − new max), turn s into probabilities. A quad of 4 lanes shares a row; row_sum stays a per-lane
+// partial, summed over the quad once at the end.
 template <int HD>
 __device__ __forceinline__ void online_softmax(float (&s)[8][4], float (&row_max)[2], float (&row_sum)[2], float (&acc)[HD / 8][4])
 {
@@ -134,14 +140,14 @@ __device__ __forceinline__ void online_softmax(float (&s)[8][4], float (&row_max
         tile_max = fmaxf(tile_max, __shfl_xor_sync(FASTMM_FULL_MASK, tile_max, 2));
         const float new_max = fmaxf(row_max[r], tile_max);
         const float base = new_max == -INFINITY ? 0.f : new_max;  // nothing visible yet: keep exp2 finite
-        const float alpha = exp2f(row_max[r] - base);
+        const float alpha = fast_exp2(row_max[r] - base);
         row_max[r] = new_max;
         float sum = 0.f;
 #pragma unroll
         for (int nt = 0; nt < 8; nt++)
         {
-            s[nt][2 * r] = exp2f(s[nt][2 * r] - base);
-            s[nt][2 * r + 1] = exp2f(s[nt][2 * r + 1] - base);
+            s[nt][2 * r] = fast_exp2(s[nt][2 * r] - base);
+            s[nt][2 * r + 1] = fast_exp2(s[nt][2 * r + 1] - base);
             sum += s[nt][2 * r] + s[nt][2 * r + 1];
         }
         row_sum[r] = row_sum[r] * alpha + sum;
@@ -204,79 +210,79 @@ __device__ __forceinline__ int visible_keys(int causal, int tk, int q_end, int c
     return causal ? min(tk, q_end + causal_offset) : tk;
 }
 
-__device__ __forceinline__ float key_bias_of(int b, int j, int kv_end, int tk, const float* key_mask)
-{
-    return j < kv_end && (key_mask == nullptr || key_mask[(long long)b * tk + j] != 0.f) ? 0.f : -INFINITY;
-}
+// Dynamic shared memory of the prefill kernels: two stages, each a K and a V tile of 64 keys × (HD + 8) halves
+// (the 8 halves of padding spread ldmatrix's rows over the banks). CudaKernelNames.DynamicSharedBytes holds the same.
+template <int HD>
+__host__ __device__ constexpr unsigned prefill_shared_bytes() { return 2u * 2u * kPrefillKeys * (HD + 8) * sizeof(__half); }
 
-// The prefill kernel, over f16 K/V in attention_kv_to_f16's layout: tiles arrive by cp.async behind the math.
-// K of tile n + 1 loads while the block does the softmax and P·V of tile n; V of tile n + 1 while it does S of n + 1.
-// Shared memory (the entry point's, so that both row counts share it): K and V tiles of 64 keys, which also stage
-// the block's Q rows (up to 128) before the key loop, and the tile's key bias.
+// The prefill kernel, over f16 K/V in attention_kv_to_f16's layout. The tiles go round a two-stage ring: tile n + 1's
+// K and V load by cp.async into one stage while the block does all of tile n's math from the other, so each tile
+// costs one barrier (after it has landed, which also tells every warp that the stage it is about to refill is no
+// longer read). Only tiles with a hidden key (past the end, a key mask, or the causal diagonal) pay for masking.
 template <int HD, int Rows>
 __device__ __forceinline__ void attention_prefill(
-    __half* __restrict__ kv_tiles, float* __restrict__ key_bias,
-    const float* __restrict__ q, int q_stride, const __half* __restrict__ kh, const __half* __restrict__ vh, const float* __restrict__ key_mask,
-    float* __restrict__ out, int tq, int tk, int heads, int kv_heads, int head_dim, float scale, int causal)
+    __half* __restrict__ ring, const float* __restrict__ q, int q_stride, const __half* __restrict__ kh, const __half* __restrict__ vh,
+    const float* __restrict__ key_mask, float* __restrict__ out, int tq, int tk, int heads, int kv_heads, int head_dim, float scale, int causal)
 {
     constexpr int kThreads = Rows * 2;
     constexpr int kStride = HD + 8, kChunksPerRow = HD / 8, kChunks = kPrefillKeys * kChunksPerRow;  // 16-byte chunks
-    static_assert(kChunks % kThreads == 0 && Rows <= 2 * kPrefillKeys, "whole chunks per thread; Q fits the two tiles");
-    __half* k_tile = kv_tiles;
-    __half* v_tile = kv_tiles + kPrefillKeys * kStride;
+    constexpr int kTile = kPrefillKeys * kStride;  // halves per K or V tile
+    static_assert(kChunks % kThreads == 0 && Rows <= 2 * kPrefillKeys, "whole chunks per thread; Q fits one stage");
 
     const int q0 = blockIdx.x * Rows, h = blockIdx.y, b = blockIdx.z;
     const int kvh = h / (heads / kv_heads);
     const int causal_offset = tk - tq;
-    const float scale_log2 = scale * kLog2e;
     const long long head_base = ((long long)b * kv_heads + kvh) * tk * HD;  // [B, kv_heads, tk, HD]
-
-    uint32_t qa[HD / 16][4];
-    load_q_fragments<HD, Rows>(qa, kv_tiles, q, q_stride, b, tq, q0, h, head_dim);
-
     const int kv_end = visible_keys(causal, tk, q0 + Rows, causal_offset);
-    // Rows past kv_end arrive as zeros (their scores are masked; zero V rows keep P·V finite).
-    auto issue_tile = [&](__half* tile, const __half* src, int n0) {
+
+    // Stage s holds K at ring + 2s·kTile and V right after it. A thread copies the same 16-byte column c of rows
+    // r0, r0 + kRowStep, …; rows past kv_end arrive as zeros (their scores are masked; zero V rows keep P·V finite).
+    static_assert(kThreads % kChunksPerRow == 0, "a thread keeps its column");
+    constexpr int kRowStep = kThreads / kChunksPerRow;
+    const int r0 = threadIdx.x / kChunksPerRow, c = (threadIdx.x % kChunksPerRow) * 8;
+    const __half* k_src = kh + head_base + c;
+    const __half* v_src = vh + head_base + c;
+    auto issue_tile = [&](int stage, int n0) {
+        __half* k_dst = ring + 2 * stage * kTile + r0 * kStride + c;
 #pragma unroll
         for (int i = 0; i < kChunks / kThreads; i++)
         {
-            const int chunk = threadIdx.x + i * kThreads, r = chunk / kChunksPerRow, c = (chunk % kChunksPerRow) * 8;
+            const int r = r0 + i * kRowStep;
             const bool inside = n0 + r < kv_end;
-            cp_async_16(tile + r * kStride + c, src + head_base + (long long)(inside ? n0 + r : 0) * HD + c, inside ? 16 : 0);
+            const long long at = (long long)(inside ? n0 + r : 0) * HD;
+            cp_async_16(k_dst + i * kRowStep * kStride, k_src + at, inside ? 16 : 0);
+            cp_async_16(k_dst + kTile + i * kRowStep * kStride, v_src + at, inside ? 16 : 0);
         }
         cp_async_commit();
     };
+
+    // The first tile loads into stage 0 while Q is staged through stage 1.
+    if (kv_end > 0) issue_tile(0, 0);
+    uint32_t qa[HD / 16][4];
+    load_q_fragments<HD, Rows>(qa, ring + 2 * kTile, q, q_stride, b, tq, q0, h, head_dim, scale * kLog2e);
 
     float acc[HD / 8][4];
 #pragma unroll
     for (int d = 0; d < HD / 8; d++) acc[d][0] = acc[d][1] = acc[d][2] = acc[d][3] = 0.f;
     float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.f, 0.f};
 
-    if (kv_end > 0)
+    // A tile needs masking if it reaches past kv_end, if there is a key mask, or (causal) if a key of it lies past
+    // the block's first row's position. The same for the whole block, so the branch does not diverge.
+    const int first_masked = causal ? min(kv_end, q0 + causal_offset + 1) : kv_end;
+    int stage = 0;
+    for (int n0 = 0; n0 < kv_end; n0 += kPrefillKeys, stage ^= 1)
     {
-        issue_tile(k_tile, kh, 0);
-        issue_tile(v_tile, vh, 0);
-    }
-    for (int n0 = 0; n0 < kv_end; n0 += kPrefillKeys)
-    {
-        const bool more = n0 + kPrefillKeys < kv_end;
-        cp_async_wait<1>();  // this tile's K (its V may still be in flight)
-        if (threadIdx.x < kPrefillKeys) key_bias[threadIdx.x] = key_bias_of(b, n0 + threadIdx.x, kv_end, tk, key_mask);
-        __syncthreads();
+        cp_async_wait<0>();  // this thread's copies of tile n0
+        __syncthreads();     // everyone's; and every warp is done with the other stage (tile n0 − 64)
+        if (n0 + kPrefillKeys < kv_end) issue_tile(stage ^ 1, n0 + kPrefillKeys);
 
+        const __half* k_tile = ring + 2 * stage * kTile;
         float s[8][4];
         scores<HD>(s, qa, k_tile);
-        scale_and_mask(s, key_bias, scale_log2, n0, q0, causal, causal_offset);
-        __syncthreads();  // k_tile and key_bias read by every warp
-        if (more) issue_tile(k_tile, kh, n0 + kPrefillKeys);
-
+        if (key_mask != nullptr || n0 + kPrefillKeys > first_masked)
+            mask_tile(s, key_mask, b, tk, kv_end, n0, q0, causal, causal_offset);
         online_softmax<HD>(s, row_max, row_sum, acc);
-        if (more) cp_async_wait<1>();  // this tile's V (the next K may still be in flight)
-        else cp_async_wait<0>();
-        __syncthreads();
-        accumulate_pv<HD>(acc, s, v_tile);
-        __syncthreads();  // v_tile read by every warp
-        if (more) issue_tile(v_tile, vh, n0 + kPrefillKeys);
+        accumulate_pv<HD>(acc, s, k_tile + kTile);
     }
     store_rows<HD>(acc, row_sum, out, b, tq, q0, h, heads, head_dim);
 }
@@ -449,15 +455,16 @@ template <int HD>
 __device__ __forceinline__ void attention_prefill_entry(const float* q, int q_stride, const __half* kh, const __half* vh, const float* key_mask,
                                                         float* out, int tq, int tk, int heads, int kv_heads, int head_dim, float scale, int causal)
 {
-    __shared__ __align__(16) __half kv_tiles[2 * kPrefillKeys * (HD + 8)];
-    __shared__ float key_bias[kPrefillKeys];
+    FASTMM_DYNAMIC_SHARED(shared);
+    if (dynamic_shared_bytes() < prefill_shared_bytes<HD>()) { fail_launch(); return; }
+    __half* ring = reinterpret_cast<__half*>(shared);
     if (blockDim.x == kPrefillMaxThreads)
-        attention_prefill<HD, 128>(kv_tiles, key_bias, q, q_stride, kh, vh, key_mask, out, tq, tk, heads, kv_heads, head_dim, scale, causal);
+        attention_prefill<HD, 128>(ring, q, q_stride, kh, vh, key_mask, out, tq, tk, heads, kv_heads, head_dim, scale, causal);
     else
-        attention_prefill<HD, 64>(kv_tiles, key_bias, q, q_stride, kh, vh, key_mask, out, tq, tk, heads, kv_heads, head_dim, scale, causal);
+        attention_prefill<HD, 64>(ring, q, q_stride, kh, vh, key_mask, out, tq, tk, heads, kv_heads, head_dim, scale, causal);
 }
 
-extern "C" __global__ void __launch_bounds__(kPrefillMaxThreads) attention_prefill_hd64(
+extern "C" __global__ void __launch_bounds__(kPrefillMaxThreads, 2) attention_prefill_hd64(
     const float* q, int q_stride, const __half* kh, const __half* vh, const float* key_mask, float* out, int tq, int tk, int heads,
     int kv_heads, int head_dim, float scale, int causal)
 {

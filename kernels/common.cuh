@@ -182,3 +182,47 @@ __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t r[4], const __half* s
                  : "r"(addr));
 #endif
 }
+
+// ---- dynamic shared memory (the launch's sharedMemBytes; above 48 KB only after the host raises the function's
+// CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, CudaKernelNames.DynamicSharedBytes) ----
+#ifdef FASTMM_CUDA_EMU
+#define FASTMM_DYNAMIC_SHARED(name) unsigned char* name = fastmm_emu::dynamic_shared()
+#else
+#define FASTMM_DYNAMIC_SHARED(name) extern __shared__ __align__(128) unsigned char name[]
+#endif
+
+// Bytes of dynamic shared memory this launch has: a kernel that finds less than its layout needs stops the launch
+// (an error at the next synchronisation) rather than writing past the window.
+__device__ __forceinline__ unsigned dynamic_shared_bytes()
+{
+#ifdef FASTMM_CUDA_EMU
+    return fastmm_emu::dynamic_shared_bytes();
+#else
+    unsigned bytes;
+    asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(bytes));
+    return bytes;
+#endif
+}
+
+__device__ __forceinline__ void fail_launch()
+{
+#ifdef FASTMM_CUDA_EMU
+    fastmm_emu::fail_launch("the kernel found less dynamic shared memory than its layout needs");
+#else
+    __trap();
+#endif
+}
+
+// 2^x with one MUFU.EX2 (ex2.approx.ftz: relative error ~2^-22, subnormal results flushed to zero): the prefill
+// attention's softmax, which is held to the F16 bound. exp2f proper adds range handling around the same instruction.
+__device__ __forceinline__ float fast_exp2(float x)
+{
+#ifdef FASTMM_CUDA_EMU
+    const float r = exp2f(x);
+    return fabsf(r) < 1.17549435e-38f ? 0.f : r;
+#else
+    float r;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x));
+    return r;
+#endif
+}

@@ -58,6 +58,12 @@ extern thread_local dim3 block_dim, grid_dim;
 
 void sync_block();
 void sync_warp();
+/// The running launch's dynamic shared memory (`extern __shared__` on a GPU; kernels/common.cuh's
+/// FASTMM_DYNAMIC_SHARED) and its size in bytes.
+unsigned char* dynamic_shared();
+unsigned dynamic_shared_bytes();
+/// __trap(): the launch fails with `why` (the calling thread should return at once, as it would stop on a GPU).
+void fail_launch(const char* why);
 /// Every live lane of the calling warp publishes `value`; returns the value lane `source(lane)` published.
 uint64_t warp_exchange(uint64_t value, int source_lane);
 /// The calling warp's scratch, valid between two sync_warp calls that every live lane makes: 32 lanes × words.

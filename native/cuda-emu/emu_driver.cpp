@@ -62,6 +62,7 @@ struct Node
     enum Kind { Kernel, CopyToDevice, CopyToHost, CopyOnDevice, Fill } kind;
     const fastmm_emu::KernelEntry* kernel = nullptr;
     dim3 grid, block;
+    unsigned shared_bytes = 0;  // dynamic shared memory
     std::vector<uint8_t> args;
     std::vector<size_t> arg_offsets;
     uint64_t dst = 0, src = 0;
@@ -85,9 +86,15 @@ struct Event
     std::chrono::steady_clock::time_point at;
 };
 
+// Dynamic shared memory a launch may ask for: 48 KB unless cuFuncSetAttribute raises it, up to the 227 KB of an
+// sm_90 block (the attribute the emulated device reports).
+constexpr int kDefaultDynamicShared = 48 * 1024, kMaxDynamicShared = 227 * 1024;
+constexpr int kAttributeMaxDynamicShared = 8;  // CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
+
 struct Function
 {
     const fastmm_emu::KernelEntry* kernel;
+    int max_dynamic_shared = kDefaultDynamicShared;
 };
 
 Stream g_null_stream;
@@ -102,7 +109,7 @@ CUresult execute(const Node& n)
         {
             std::vector<void*> params(n.arg_offsets.size());
             for (size_t i = 0; i < params.size(); i++) params[i] = const_cast<uint8_t*>(n.args.data() + n.arg_offsets[i]);
-            std::string failure = fastmm_emu::run_grid(*n.kernel, n.grid, n.block, params.data());
+            std::string failure = fastmm_emu::run_grid(*n.kernel, n.grid, n.block, n.shared_bytes, params.data());
             if (!failure.empty())
             {
                 g_last_failure = "the CUDA emulator: " + failure;
@@ -294,21 +301,39 @@ API CUresult cuModuleGetFunction(void** function, void*, const char* name)
     return kSuccess;
 }
 
+API CUresult cuFuncSetAttribute(void* function, int attribute, int value)
+{
+    LOCKED;
+    if (function == nullptr) return kInvalidHandle;
+    if (attribute != kAttributeMaxDynamicShared || value < 0 || value > kMaxDynamicShared) return kInvalidValue;
+    static_cast<Function*>(function)->max_dynamic_shared = value;
+    return kSuccess;
+}
+
 API CUresult cuLaunchKernel(void* function, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
                             unsigned shared_bytes, void* stream, void** params, void** extra)
 {
     LOCKED;
-    if (function == nullptr || extra != nullptr || shared_bytes != 0) return kInvalidValue;
+    if (function == nullptr || extra != nullptr) return kInvalidValue;
+    const auto* f = static_cast<Function*>(function);
+    if (shared_bytes > (unsigned)f->max_dynamic_shared)
+    {
+        g_last_failure = "the CUDA emulator: " + f->kernel->name + " asks for " + std::to_string(shared_bytes) +
+                         " bytes of dynamic shared memory, over its limit of " + std::to_string(f->max_dynamic_shared) +
+                         " (cuFuncSetAttribute MAX_DYNAMIC_SHARED_SIZE_BYTES)";
+        return kInvalidValue;
+    }
     if (gx == 0 || gy == 0 || gz == 0 || bx == 0 || by == 0 || bz == 0 || (size_t)bx * by * bz > 1024 || gy > 65535 || gz > 65535)
     {
         g_last_failure = "the CUDA emulator: invalid launch configuration";
         return kInvalidValue;
     }
-    const auto* k = static_cast<Function*>(function)->kernel;
+    const auto* k = f->kernel;
     Node n{Node::Kernel};
     n.kernel = k;
     n.grid = dim3{gx, gy, gz};
     n.block = dim3{bx, by, bz};
+    n.shared_bytes = shared_bytes;
     // Copy the arguments (each params[i] points at a value of the kernel's i-th parameter type), 8-byte aligned.
     for (size_t i = 0; i < k->param_sizes.size(); i++)
     {

@@ -24,6 +24,15 @@ thread_local uint3 block_idx;
 thread_local dim3 block_dim, grid_dim;
 
 namespace {
+// The running launch's dynamic shared memory (blocks run one after another, so one buffer serves them all).
+thread_local unsigned char* dynamic_shared_base;
+thread_local unsigned dynamic_shared_size;
+}  // namespace
+
+unsigned char* dynamic_shared() { return dynamic_shared_base; }
+unsigned dynamic_shared_bytes() { return dynamic_shared_size; }
+
+namespace {
 
 // ---- registry ----
 std::map<std::string, KernelEntry>& registry()
@@ -262,6 +271,11 @@ void share_matrix_row(const void* row_address, const char* instruction)
 }
 }  // namespace
 
+void fail_launch(const char* why)
+{
+    if (run->fault.empty()) run->fault = std::string("__trap: ") + why;
+}
+
 void cp_async(void* dst, const void* src, int bytes, int src_bytes)
 {
     if ((reinterpret_cast<uintptr_t>(dst) % bytes != 0 || reinterpret_cast<uintptr_t>(src) % bytes != 0 || src_bytes < 0 || src_bytes > bytes) &&
@@ -325,8 +339,14 @@ void ldmatrix_x4_trans(uint32_t r[4], const void* row_address)
     for (int j = 0; j < 4; j++) r[j] = out[j];
 }
 
-std::string run_grid(const KernelEntry& kernel, dim3 grid, dim3 block, void** params)
+std::string run_grid(const KernelEntry& kernel, dim3 grid, dim3 block, unsigned dynamic_shared_bytes, void** params)
 {
+    // 128-byte aligned, as a GPU's shared window; at least one line so the pointer is never null.
+    std::unique_ptr<unsigned char, decltype(&std::free)> shared(
+        static_cast<unsigned char*>(std::aligned_alloc(128, (dynamic_shared_bytes + 127) / 128 * 128 + 128)), &std::free);
+    if (shared == nullptr) return "could not allocate " + std::to_string(dynamic_shared_bytes) + " bytes of dynamic shared memory";
+    dynamic_shared_base = shared.get();
+    dynamic_shared_size = dynamic_shared_bytes;
     const int threads = (int)(block.x * block.y * block.z), warps = (threads + 31) / 32;
     BlockRun b;
     b.kernel = &kernel;
@@ -348,6 +368,7 @@ std::string run_grid(const KernelEntry& kernel, dim3 grid, dim3 block, void** pa
     {
         const unsigned long long linear = reverse_blocks ? blocks - 1 - n : n;
         block_idx = uint3{(unsigned)(linear % grid.x), (unsigned)(linear / grid.x % grid.y), (unsigned)(linear / grid.x / grid.y)};
+        std::memset(shared.get(), 0xff, dynamic_shared_bytes);  // undefined at a block's start: reading it before writing shows as NaN
         b.live = threads;
         b.waiting_block = 0;
         for (int w = 0; w < warps; w++) { b.warp_live[w] = std::min(32, threads - 32 * w); b.warp_waiting[w] = 0; }

@@ -22,8 +22,10 @@ struct KernelEntry
 void register_kernel(KernelEntry entry);
 const KernelEntry* find_kernel(const char* name);
 
-/// Runs every block of the grid; returns an empty string, or what went wrong (a deadlock between barriers).
-std::string run_grid(const KernelEntry& kernel, dim3 grid, dim3 block, void** params);
+/// Runs every block of the grid with `dynamic_shared_bytes` of dynamic shared memory (poisoned with 0xff bytes
+/// before each block, as a GPU leaves it undefined); returns an empty string, or what went wrong (a deadlock
+/// between barriers).
+std::string run_grid(const KernelEntry& kernel, dim3 grid, dim3 block, unsigned dynamic_shared_bytes, void** params);
 
 template <class... A, size_t... I>
 void call_kernel(void (*f)(A...), void** params, std::index_sequence<I...>)

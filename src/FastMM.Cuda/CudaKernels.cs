@@ -53,6 +53,17 @@ public static class CudaKernelNames
     public const string ArgmaxRows = "argmax_rows_f32";
     public const string SampleRows = "sample_rows_f32";
 
+    /// <summary>
+    /// Entry points that take dynamic shared memory, with the bytes every launch of them gets (their layout in the
+    /// .cu file; a kernel that finds less stops its launch). Above 48 KB the function's limit is raised at load.
+    /// </summary>
+    public static readonly IReadOnlyDictionary<string, int> DynamicSharedBytes = new Dictionary<string, int>
+    {
+        // attention.cu: two stages of 64-key K and V tiles, rows padded by 8 halves.
+        [AttentionPrefillHd64] = 2 * 2 * 64 * (64 + 8) * 2,
+        [AttentionPrefillHd128] = 2 * 2 * 64 * (128 + 8) * 2,
+    };
+
     /// <summary>kernels/NAME.cu → its entry points.</summary>
     public static readonly IReadOnlyDictionary<string, string[]> ByFile = new Dictionary<string, string[]>
     {
@@ -86,7 +97,12 @@ public sealed class CudaKernels : IDisposable
             {
                 var module = context.LoadModule(images[file], file + ".fatbin");
                 _modules.Add(module);
-                foreach (string entry in entries) _functions[entry] = module.GetFunction(entry);
+                foreach (string entry in entries)
+                {
+                    var function = module.GetFunction(entry);
+                    if (CudaKernelNames.DynamicSharedBytes.TryGetValue(entry, out int bytes)) function.UseDynamicSharedMemory(bytes);
+                    _functions[entry] = function;
+                }
             }
         }
         catch

@@ -70,6 +70,7 @@ public sealed unsafe class CudaDriver
         cuModuleUnload = (delegate* unmanaged<nint, CuResult>)Bind("cuModuleUnload");
         cuModuleGetFunction = (delegate* unmanaged<nint*, nint, byte*, CuResult>)Bind("cuModuleGetFunction");
         cuLaunchKernel = (delegate* unmanaged<nint, uint, uint, uint, uint, uint, uint, uint, nint, void**, void**, CuResult>)Bind("cuLaunchKernel");
+        cuFuncSetAttribute = (delegate* unmanaged<nint, CuFunctionAttribute, int, CuResult>)Bind("cuFuncSetAttribute");
         cuMemAlloc = (delegate* unmanaged<ulong*, nuint, CuResult>)Bind("cuMemAlloc_v2");
         cuMemFree = (delegate* unmanaged<ulong, CuResult>)Bind("cuMemFree_v2");
         cuMemFreeAsync = (delegate* unmanaged<ulong, nint, CuResult>)Bind("cuMemFreeAsync");
@@ -145,6 +146,7 @@ public sealed unsafe class CudaDriver
     internal readonly delegate* unmanaged<nint, CuResult> cuModuleUnload;
     internal readonly delegate* unmanaged<nint*, nint, byte*, CuResult> cuModuleGetFunction;
     internal readonly delegate* unmanaged<nint, uint, uint, uint, uint, uint, uint, uint, nint, void**, void**, CuResult> cuLaunchKernel;
+    internal readonly delegate* unmanaged<nint, CuFunctionAttribute, int, CuResult> cuFuncSetAttribute;
     internal readonly delegate* unmanaged<ulong*, nuint, CuResult> cuMemAlloc;
     internal readonly delegate* unmanaged<ulong, CuResult> cuMemFree;
     internal readonly delegate* unmanaged<ulong, nint, CuResult> cuMemFreeAsync;
@@ -171,6 +173,12 @@ public enum CuDeviceAttribute
     MultiprocessorCount = 16,
     ComputeCapabilityMajor = 75,
     ComputeCapabilityMinor = 76,
+}
+
+/// <summary>CUfunction_attribute values FastMM sets.</summary>
+public enum CuFunctionAttribute
+{
+    MaxDynamicSharedSizeBytes = 8,
 }
 
 /// <summary>CUmemPool_attribute values FastMM sets.</summary>

@@ -40,10 +40,25 @@ public sealed unsafe class CudaFunction
     // Keeps the module (and so this function) loaded while the function is in use.
     private readonly CudaModule _module;
     public string Name { get; }
+    /// <summary>Dynamic shared memory every launch of this function gets (<see cref="UseDynamicSharedMemory"/>).</summary>
+    public int DynamicSharedBytes { get; private set; }
 
     internal CudaFunction(CudaDriver driver, CudaModule module, nint function, string name)
     {
         _driver = driver; _module = module; _function = function; Name = name;
+    }
+
+    /// <summary>
+    /// Gives every later launch <paramref name="bytes"/> of dynamic shared memory, raising the function's limit
+    /// (48 KB by default) when it asks for more; a device with less shared memory per block fails here, naming it.
+    /// </summary>
+    public void UseDynamicSharedMemory(int bytes)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(bytes);
+        if (bytes > 48 * 1024)
+            _driver.Check(_driver.cuFuncSetAttribute(_function, CuFunctionAttribute.MaxDynamicSharedSizeBytes, bytes),
+                $"cuFuncSetAttribute({Name}, MAX_DYNAMIC_SHARED_SIZE_BYTES, {bytes})");
+        DynamicSharedBytes = bytes;
     }
 
     public void Launch(CudaStream stream, Dim3 grid, Dim3 block, params ReadOnlySpan<KernelArg> args)
@@ -53,7 +68,7 @@ public sealed unsafe class CudaFunction
         fixed (KernelArg* values = args)
         {
             for (int i = 0; i < args.Length; i++) pointers[i] = values + i;
-            _driver.Check(_driver.cuLaunchKernel(_function, grid.X, grid.Y, grid.Z, block.X, block.Y, block.Z, 0,
+            _driver.Check(_driver.cuLaunchKernel(_function, grid.X, grid.Y, grid.Z, block.X, block.Y, block.Z, (uint)DynamicSharedBytes,
                 stream.DangerousGetHandle(), pointers, null), $"cuLaunchKernel({Name})");
         }
         GC.KeepAlive(_module);

@@ -94,6 +94,26 @@ public class CudaEmulatorTests
     }
 
     [Fact]
+    public void APrefillAttentionLaunchWithTooLittleDynamicSharedMemoryFailsInsteadOfOverrunningIt()
+    {
+        string? emulator = MachineBackends.CudaEmulator;
+        if (emulator is null) return;
+        using var context = CudaContext.Open(CudaDriver.LoadNamed(emulator));
+        using var module = context.LoadModule(CudaKernels.ReadImages(typeof(CudaKernels).Assembly)["attention"], "attention.fatbin");
+        using var stream = context.CreateStream();
+        var hd128 = module.GetFunction(CudaKernelNames.AttentionPrefillHd128);
+        // Past what a block may have: the driver's refusal, named.
+        var tooMuch = Assert.Throws<CudaException>(() => hd128.UseDynamicSharedMemory(300_000));
+        Assert.Contains("cuFuncSetAttribute(attention_prefill_hd128, MAX_DYNAMIC_SHARED_SIZE_BYTES, 300000)", tooMuch.Message);
+        // Less than the kernel's two-stage ring: the kernel stops the launch before it touches shared memory.
+        var hd64 = module.GetFunction(CudaKernelNames.AttentionPrefillHd64);
+        hd64.UseDynamicSharedMemory(CudaKernelNames.DynamicSharedBytes[CudaKernelNames.AttentionPrefillHd64] - 16);
+        KernelArg none = KernelArg.Pointer(0);
+        var tooLittle = Assert.Throws<CudaException>(() => hd64.Launch(stream, 1, 128, none, 64, none, none, none, none, 1, 1, 1, 1, 64, 0.125f, 0));
+        Assert.Contains("less dynamic shared memory than its layout needs", tooLittle.Message);
+    }
+
+    [Fact]
     public void ADriverLibraryNamedByTheVariableThatIsMissingIsOneClearError()
     {
         var e = Assert.Throws<FastMMException>(() => CudaDriver.LoadNamed("/nonexistent/libfastmm_cuda_emu.so"));
