@@ -204,6 +204,9 @@ __device__ __forceinline__ unsigned dynamic_shared_bytes()
 #endif
 }
 
+// Stops the launch. On a GPU this is __trap(): the context is unusable afterwards and the host sees a generic launch
+// failure at its next synchronisation (only the emulator names the reason), so it is for layout mismatches that a
+// correct host never causes, not for bad input.
 __device__ __forceinline__ void fail_launch()
 {
 #ifdef FASTMM_CUDA_EMU

@@ -545,8 +545,8 @@ public sealed unsafe partial class CudaBackend : IBackend, IDeviceBandwidth, IDe
 
     /// <summary>
     /// Query rows per block of the prefill attention (kernels/attention.cu): 128 (256 threads), which reads each K/V
-    /// tile once for twice the queries, when that grid has at least two blocks for every SM (a 128-row block runs
-    /// alone on its SM, 8 warps, as two 64-row blocks do); else 64 (SigLIP-B/16-512's 1024 tokens × 12 heads: 96
+    /// tile once for twice the queries, when that grid has at least two blocks for every SM (at head size 128 a
+    /// 128-row block runs alone on its SM, 8 warps, as two 64-row blocks do; at 64 two of them fit); else 64 (SigLIP-B/16-512's 1024 tokens × 12 heads: 96
     /// blocks of 128 rows would leave a third of an H200's 132 SMs idle).
     /// </summary>
     internal static int PrefillRowsPerBlock(int tq, int heads, int batch, int multiprocessors)
