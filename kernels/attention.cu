@@ -456,7 +456,11 @@ __device__ __forceinline__ void attention_prefill_entry(const float* q, int q_st
                                                         float* out, int tq, int tk, int heads, int kv_heads, int head_dim, float scale, int causal)
 {
     FASTMM_DYNAMIC_SHARED(shared);
-    if (dynamic_shared_bytes() < prefill_shared_bytes<HD>()) { fail_launch(); return; }
+    if (dynamic_shared_bytes() < prefill_shared_bytes<HD>())
+    {
+        fail_launch("the kernel found less dynamic shared memory than its layout needs");
+        return;
+    }
     __half* ring = reinterpret_cast<__half*>(shared);
     if (blockDim.x == kPrefillMaxThreads)
         attention_prefill<HD, 128>(ring, q, q_stride, kh, vh, key_mask, out, tq, tk, heads, kv_heads, head_dim, scale, causal);

@@ -204,14 +204,15 @@ __device__ __forceinline__ unsigned dynamic_shared_bytes()
 #endif
 }
 
-// Stops the launch. On a GPU this is __trap(): the context is unusable afterwards and the host sees a generic launch
-// failure at its next synchronisation (only the emulator names the reason), so it is for layout mismatches that a
-// correct host never causes, not for bad input.
-__device__ __forceinline__ void fail_launch()
+// Stops the launch (the calling thread should return at once). On a GPU this is __trap(): the context is unusable
+// afterwards and the host sees a generic launch failure at its next synchronisation (only the emulator reports `why`),
+// so it is for mismatches that a correct host never causes, not for bad input.
+__device__ __forceinline__ void fail_launch(const char* why)
 {
 #ifdef FASTMM_CUDA_EMU
-    fastmm_emu::fail_launch("the kernel found less dynamic shared memory than its layout needs");
+    fastmm_emu::fail_launch(why);
 #else
+    (void)why;
     __trap();
 #endif
 }
